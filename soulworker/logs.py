@@ -1,0 +1,166 @@
+"""Logging: structlog everywhere, JSON in containers, readable on a terminal.
+
+* Every line of a job carries ``job_id``, ``user_id`` and ``attempt``: the worker binds them with
+  :func:`structlog.contextvars.bound_contextvars` inside the job's task, and
+  ``merge_contextvars`` adds them to each event, including events from stdlib loggers.
+* The stdlib loggers of psycopg, httpx/httpx2 and anthropic go through the same processors, so
+  their lines are formatted and redacted like ours.
+* Secrets are redacted by key name (``*key*``, ``*token*``, ``password``, ``authorization``…)
+  and by value shape (``sk-ant-…``, ``sb_secret_…``, JWTs, passwords inside URLs).
+* JSON tracebacks never carry frame locals: structlog's default would dump keys, connection
+  strings and conversation text held in local variables.
+* Conversation text is never logged in the first place; redaction is a second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+
+# Keys whose values are secrets whatever they look like.
+_SECRET_KEY = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|apikey|authorization|cookie|dsn|conninfo|"
+    r"database_url|service_key|credential)",
+    re.IGNORECASE,
+)
+# Values that are secrets wherever they appear inside a string.
+_SECRET_VALUE = re.compile(
+    r"(sk-ant-[A-Za-z0-9_\-]{6,}"
+    r"|sb_secret_[A-Za-z0-9_\-]{6,}"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
+)
+# user:password@ inside connection URLs.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://[^:/@\s]+):[^@\s]+@", re.IGNORECASE)
+# password=… inside libpq key=value connection strings.
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+# Third-party loggers and the level below which their lines are dropped: psycopg and httpx log
+# every request at DEBUG/INFO, which would drown the job lines.
+_STDLIB_LEVELS: Mapping[str, int] = {
+    "psycopg": logging.WARNING,
+    "psycopg.pool": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpx2": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "anthropic": logging.WARNING,
+    "asyncio": logging.WARNING,
+}
+
+
+def redact_text(text: str) -> str:
+    """Mask secret-shaped substrings in free text (exception messages, URLs)."""
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}:{REDACTED}@", text)
+    return _CONNINFO_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and value not in (None, "", True, False):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    return value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask secrets by key name and by value shape."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _redact_value(key, value)
+    return event_dict
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def wants_json(log_format: str, stream: TextIO) -> bool:
+    """``auto`` means JSON unless the stream is a terminal (containers, Render, pipes)."""
+    if log_format == "json":
+        return True
+    if log_format == "console":
+        return False
+    return not (hasattr(stream, "isatty") and stream.isatty())
+
+
+def configure_logging(
+    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Set up structlog and route the stdlib loggers through the same pipeline.
+
+    Safe to call more than once (tests and the CLI both do); the last call wins.
+    """
+    out = stream if stream is not None else sys.stderr
+    as_json = wants_json(log_format, out)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_color_message,
+        redact_secrets,
+    ]
+    renderer: Processor
+    if as_json:
+        final: list[Processor] = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ]
+        renderer = final[-1]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=hasattr(out, "isatty") and out.isatty(),
+            exception_formatter=structlog.dev.plain_traceback,
+        )
+        final = [renderer]
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    root.setLevel(numeric_level)
+    for name, floor in _STDLIB_LEVELS.items():
+        logging.getLogger(name).setLevel(max(floor, numeric_level))
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+def job_log_context(job_id: str, user_id: str, attempt: int) -> MutableMapping[str, Any]:
+    """The keys bound to every line of a job."""
+    return {"job_id": job_id, "user_id": user_id, "attempt": attempt}
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,425 @@
+"""Configuration from the environment: one typed, validated settings object.
+
+Every knob is declared once, below, as a field of :class:`Settings` with its environment variable,
+its default and the reason for that default. The README's settings table and ``soulworker
+settings`` are generated from these declarations, and a test keeps the README in step, so the
+defaults documented are always the defaults used.
+
+Invalid values fail at start with one line that names the variable, what it must be and what
+it was (secrets are never echoed). Unknown ``SOULWORKER_*`` variables are reported as warnings,
+because a typo in a knob name would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ENV_PREFIX = "SOULWORKER_"
+GIB = 1024**3
+MIB = 1024**2
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value. The message is one line, fit to print as is."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    """How one setting is read: its variable, its documented default and why it is that."""
+
+    env: str
+    default_text: str
+    reason: str
+    parse: Callable[[str], Any]
+    secret: bool = False
+    group: str = "worker"
+
+
+def _knob(
+    env: str,
+    default: T,
+    reason: str,
+    parse: Callable[[str], T],
+    *,
+    default_text: str | None = None,
+    secret: bool = False,
+    group: str = "worker",
+) -> T:
+    """Declare a settings field: the default value plus the knob metadata."""
+    text = default_text if default_text is not None else ("" if default is None else str(default))
+    metadata = {"knob": Knob(env, text, reason, parse, secret, group)}
+    return field(default=default, metadata=metadata)
+
+
+# --- parsers: each takes the raw text and returns the value or raises ValueError(what it must be)
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str | None:
+    value = raw.strip()
+    return value or None
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError(f"a whole number ≥ {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"a whole number ≥ {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"a number of seconds ≥ {minimum:g}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise ValueError(f"a number of seconds ≥ {minimum:g}")
+        return value
+
+    return parse
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number between 0 and 1") from None
+    if not 0 <= value <= 1:
+        raise ValueError("a number between 0 and 1")
+    return value
+
+
+def _non_negative_number(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number ≥ 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("a number ≥ 0")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_size(raw: str) -> int:
+    """Bytes from ``8GiB``, ``500MB``, ``1048576``: units are decimal (MB) or binary (MiB)."""
+    match = _SIZE.match(raw)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError("a size such as 8GiB, 500MB or a number of bytes")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise ValueError("a size of at least 1 byte")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+_BUCKET = re.compile(r"^[a-z0-9_-]+$")
+
+
+def _buckets(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not names or not all(_BUCKET.match(name) for name in names):
+        raise ValueError("a comma-separated list of bucket names ([a-z0-9_-]+)")
+    return names
+
+
+def _http_url(raw: str) -> str | None:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError("an http(s) URL such as https://<project>.supabase.co")
+    return value
+
+
+def _database_url(raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except Exception:
+        raise ValueError(
+            "a PostgreSQL URL such as postgresql://user:password@host:5432/postgres"
+        ) from None
+    return value
+
+
+def _clip(raw: str, limit: int = 80) -> str:
+    return raw if len(raw) <= limit else raw[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything soulworker can be told, validated. Build it with :meth:`from_env`."""
+
+    # --- connections and secrets
+    database_url: str | None = _knob(
+        "DATABASE_URL", None,
+        "Postgres to work on. On Render use Supabase's session pooler (port 5432, IPv4); "
+        "the transaction pooler (6543) works too, with polling only.",
+        _database_url, default_text="(required)", secret=True, group="connections",
+    )
+    supabase_url: str | None = _knob(
+        "SUPABASE_URL", None,
+        "Base URL of the Supabase project whose Storage holds the exports; every download URL "
+        "is built from it and nothing else.",
+        _http_url, default_text="(required to download)", group="connections",
+    )
+    supabase_service_key: str | None = _knob(
+        "SUPABASE_SERVICE_KEY", None,
+        "A legacy service_role JWT or a new sb_secret_… key; each is sent the way Supabase "
+        "expects it.",
+        _optional_text, default_text="(required to download)", secret=True, group="connections",
+    )
+    anthropic_api_key: str | None = _knob(
+        "ANTHROPIC_API_KEY", None,
+        "Key for the model stages. Without it the daemon refuses to start unless "
+        "SOULWORKER_MODEL_STAGES=off.",
+        _optional_text, default_text="(required for model stages)", secret=True,
+        group="connections",
+    )
+    anthropic_base_url: str | None = _knob(
+        "ANTHROPIC_BASE_URL", None,
+        "Messages API endpoint; unset means Anthropic's own. Tests point it at a local server.",
+        _http_url, default_text="(Anthropic)", group="connections",
+    )
+
+    # --- the queue
+    concurrency: int = _knob(
+        "SOULWORKER_CONCURRENCY", 2,
+        "Jobs run at once by one process. Imports are I/O- and API-bound; 2 keeps peak memory "
+        "well inside a 2 GB instance. Scale out with more instances.",
+        _int_at_least(1),
+    )
+    lease_seconds: float = _knob(
+        "SOULWORKER_LEASE_SECONDS", 60.0,
+        "How long a claim lasts without a heartbeat (heartbeat every lease/4). Shorter rescues "
+        "crashed jobs sooner; longer tolerates longer database hiccups.",
+        _seconds(1), default_text="60",
+    )
+    poll_seconds: float = _knob(
+        "SOULWORKER_POLL_SECONDS", 5.0,
+        "Poll interval (±20% jitter), the source of truth behind NOTIFY. Only matters when "
+        "NOTIFY is lost or LISTEN is off.",
+        _seconds(0.05), default_text="5",
+    )
+    shutdown_seconds: float = _knob(
+        "SOULWORKER_SHUTDOWN_SECONDS", 25.0,
+        "Budget after SIGTERM for running jobs to reach a checkpoint before they are released; "
+        "under Render's 30 s so the release is written before SIGKILL.",
+        _seconds(0), default_text="25",
+    )
+    job_timeout_seconds: float = _knob(
+        "SOULWORKER_JOB_TIMEOUT_SECONDS", 3600.0,
+        "Per-attempt time limit, separate from the lease: a live but stuck attempt is stopped "
+        "and retried.",
+        _seconds(1), default_text="3600",
+    )
+    max_attempts: int = _knob(
+        "SOULWORKER_MAX_ATTEMPTS", 3,
+        "Default max_attempts for new jobs (written as the column default by migrate). Imports "
+        "are expensive; three attempts ride out an outage without looping on a bad export.",
+        _int_at_least(1),
+    )
+    retry_base_seconds: float = _knob(
+        "SOULWORKER_RETRY_BASE_SECONDS", 30.0,
+        "First retry delay; doubles per attempt with ±25% jitter. Long enough for an "
+        "overloaded API or a storage blip to pass.",
+        _seconds(0), default_text="30",
+    )
+    retry_max_seconds: float = _knob(
+        "SOULWORKER_RETRY_MAX_SECONDS", 1800.0,
+        "Cap on the retry delay, so a user never waits more than half an hour between attempts.",
+        _seconds(0), default_text="1800",
+    )
+    progress_interval_seconds: float = _knob(
+        "SOULWORKER_PROGRESS_INTERVAL_SECONDS", 1.0,
+        "Minimum time between progress writes of one job; the web app polls every few seconds.",
+        _seconds(0), default_text="1",
+    )
+    listen: str = _knob(
+        "SOULWORKER_LISTEN", "auto",
+        "LISTEN for new jobs: auto (on unless DATABASE_URL is a transaction pooler), on, off "
+        "(poll only).",
+        _choice("auto", "on", "off"),
+    )
+    transaction_pooler: str = _knob(
+        "SOULWORKER_TRANSACTION_POOLER", "auto",
+        "Whether DATABASE_URL is a transaction-mode pooler (no prepared statements, no LISTEN). "
+        "auto means port 6543, Supabase's transaction port.",
+        _choice("auto", "true", "false"),
+    )
+    statement_timeout_seconds: float = _knob(
+        "SOULWORKER_STATEMENT_TIMEOUT_SECONDS", 120.0,
+        "Longest any one statement may run; a hung statement is cut off instead of hanging a "
+        "job. Matches Supabase's own cap.",
+        _seconds(1), default_text="120",
+    )
+
+    # --- inputs and limits
+    storage_buckets: tuple[str, ...] = _knob(
+        "SOULWORKER_STORAGE_BUCKETS", ("imports",),
+        "Comma-separated buckets a job may read; anything else is refused before any request.",
+        _buckets, default_text="imports", group="pipeline",
+    )
+    require_user_folder: bool = _knob(
+        "SOULWORKER_REQUIRE_USER_FOLDER", True,
+        "The object name must start with the job's user_id/ folder, so one user's job can never "
+        "read another user's upload.",
+        _bool, default_text="true", group="pipeline",
+    )
+    max_export_bytes: int = _knob(
+        "SOULWORKER_MAX_EXPORT_BYTES", 8 * GIB,
+        "Download and uncompressed-size limit. Real exports reach a few GB with media; 8 GiB "
+        "leaves room while stopping runaway files and ZIP bombs.",
+        parse_size, default_text="8GiB", group="pipeline",
+    )
+    max_message_bytes: int = _knob(
+        "SOULWORKER_MAX_MESSAGE_BYTES", 1 * MIB,
+        "A single message over this is truncated with a marker and counted; 1 MiB is far above "
+        "anything a person types and bounds memory per message.",
+        parse_size, default_text="1MiB", group="pipeline",
+    )
+    chunk_tier: str = _knob(
+        "SOULWORKER_CHUNK_TIER", "medium",
+        "Chunk size for search: micro (~250 tokens), medium (~2000, what the chat was tuned "
+        "for) or macro (~5000).",
+        _choice("micro", "medium", "macro"), group="pipeline",
+    )
+    model_stages: bool = _knob(
+        "SOULWORKER_MODEL_STAGES", True,
+        "off runs everything but the model calls (download, parse, chunks), for trying the "
+        "pipeline without an API key.",
+        _bool, default_text="on", group="pipeline",
+    )
+
+    # --- logs
+    log_format: str = _knob(
+        "SOULWORKER_LOG_FORMAT", "auto",
+        "json, console, or auto (console on a terminal, JSON otherwise, e.g. on Render).",
+        _choice("auto", "json", "console"), group="logs",
+    )
+    log_level: str = _knob(
+        "SOULWORKER_LOG_LEVEL", "info",
+        "debug, info, warning or error.",
+        _choice("debug", "info", "warning", "error"), group="logs",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every knob from ``environ`` (default ``os.environ``); raise SettingsError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for knob_field, knob in iter_knobs():
+            raw = env.get(knob.env)
+            if raw is None or (raw.strip() == "" and not knob.env.startswith(ENV_PREFIX)):
+                continue
+            try:
+                values[knob_field.name] = knob.parse(raw)
+            except ValueError as exc:
+                shown = "(hidden)" if knob.secret else repr(_clip(raw))
+                raise SettingsError(f"{knob.env} must be {exc}, got {shown}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that no single parser can see."""
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise SettingsError(
+                "SOULWORKER_RETRY_MAX_SECONDS must be ≥ SOULWORKER_RETRY_BASE_SECONDS, got "
+                f"{self.retry_max_seconds:g} < {self.retry_base_seconds:g}"
+            )
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Heartbeats renew the lease four times per lease, so three can be missed."""
+        return self.lease_seconds / 4
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError(
+                "DATABASE_URL must be set, e.g. postgresql://postgres:…@host:5432/postgres"
+            )
+        return self.database_url
+
+    def replace(self, **changes: Any) -> Settings:
+        updated = dataclasses.replace(self, **changes)
+        updated.check()
+        return updated
+
+
+def iter_knobs() -> Iterable[tuple[dataclasses.Field[Any], Knob]]:
+    """Every settings field with its knob, in declaration order."""
+    for settings_field in dataclasses.fields(Settings):
+        knob = settings_field.metadata.get("knob")
+        if isinstance(knob, Knob):
+            yield settings_field, knob
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SOULWORKER_*`` variables that no knob reads: probably typos, worth a warning."""
+    env = os.environ if environ is None else environ
+    known = {knob.env for _, knob in iter_knobs()} | EXTRA_KNOWN_VARIABLES
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+
+
+# Variables read outside Settings on purpose: the test suite's database location.
+EXTRA_KNOWN_VARIABLES = frozenset({"SOULWORKER_TEST_DATABASE_URL"})
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from the declarations above."""
+    lines = ["| variable | default | why |", "|---|---|---|"]
+    for _, knob in iter_knobs():
+        reason = knob.reason.replace("|", "\\|")
+        lines.append(f"| `{knob.env}` | {knob.default_text or '(unset)'} | {reason} |")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+select cancel_import_job(%(job_id)s) as status

@@ -1,0 +1,3 @@
+-- Whether anything is left to do: --drain keeps going while a job is queued (even one waiting
+-- for its retry time) or running anywhere.
+select exists (select 1 from import_jobs where status in ('queued', 'running')) as active

@@ -1,0 +1,1 @@
+select retry_import_job(%(job_id)s) as status

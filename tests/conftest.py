@@ -1,0 +1,75 @@
+"""Shared fixtures: a PostgreSQL server (see tests/pg.py), fresh databases, settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from psycopg.rows import DictRow, dict_row
+
+from soulworker.logs import configure_logging
+from soulworker.migrate import migrate
+from soulworker.settings import Settings
+from tests import pg
+
+configure_logging("console", "warning")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """URL of a maintenance database on a server where tests may create databases."""
+    url = pg.find_server()
+    if url is None:
+        pytest.skip(pg.HOW_TO_RUN)
+    return url
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: str) -> Iterator[str]:
+    """A database with every migration applied, used as the template for test databases."""
+    name = pg.create_database(pg_server)
+    url = pg.database_url(pg_server, name)
+
+    async def apply() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(apply())
+    yield name
+    pg.drop_database(pg_server, name)
+
+
+@pytest.fixture
+def empty_database_url(pg_server: str) -> Iterator[str]:
+    """A brand-new, empty database."""
+    with pg.scratch_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(pg_server: str, migrated_template: str) -> Iterator[str]:
+    """A fresh database with every migration applied."""
+    with pg.scratch_database(pg_server, template=migrated_template) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings.from_env({"DATABASE_URL": database_url, "SOULWORKER_MODEL_STAGES": "off"})
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+    """An autocommit connection to the test's migrated database."""
+    connection = await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    )
+    try:
+        yield connection
+    finally:
+        await connection.close()
