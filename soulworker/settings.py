@@ -139,6 +139,16 @@ def parse_size(raw: str) -> int:
     return value
 
 
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+
+
+def _model_id(raw: str) -> str:
+    value = raw.strip()
+    if not _MODEL_ID.match(value):
+        raise ValueError("a model id such as claude-haiku-5-5")
+    return value
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -339,6 +349,72 @@ class Settings:
         "off runs everything but the model calls (download, parse, chunks), for trying the "
         "pipeline without an API key.",
         _bool, default_text="on", group="pipeline",
+    )
+
+    # --- model stages
+    quick_pass_model: str = _knob(
+        "SOULWORKER_QUICK_PASS_MODEL", "claude-haiku-5-5",
+        "Model for the quick pass and the v2 sections. The current Haiku: a tenth of Haiku "
+        "4.5's price and a 1M-token context, so the sample always fits.",
+        _model_id, group="model",
+    )
+    full_pass_model: str = _knob(
+        "SOULWORKER_FULL_PASS_MODEL", "claude-haiku-5-5",
+        "Model for fact extraction and reduction: many small structured calls, where price "
+        "matters most.",
+        _model_id, group="model",
+    )
+    model_concurrency: int = _knob(
+        "SOULWORKER_MODEL_CONCURRENCY", 8,
+        "Model calls in flight at once in one process, across all its jobs; keeps the "
+        "organisation's rate limit from being hit by one instance.",
+        _int_at_least(1), group="model",
+    )
+    model_concurrency_per_job: int = _knob(
+        "SOULWORKER_MODEL_CONCURRENCY_PER_JOB", 4,
+        "Model calls in flight at once for one job. The predecessor's 10 hit rate limits; 4 "
+        "finishes a large full pass in minutes.",
+        _int_at_least(1), group="model",
+    )
+    model_timeout_seconds: float = _knob(
+        "SOULWORKER_MODEL_TIMEOUT_SECONDS", 300.0,
+        "Longest wait for one model answer before it is retried.",
+        _seconds(1), default_text="300", group="model",
+    )
+    model_retry_after_cap_seconds: float = _knob(
+        "SOULWORKER_MODEL_RETRY_AFTER_CAP_SECONDS", 60.0,
+        "Longest wait honoured from a retry-after header; the SDK itself has no cap.",
+        _seconds(0), default_text="60", group="model",
+    )
+    model_prices: str | None = _knob(
+        "SOULWORKER_MODEL_PRICES", None,
+        'JSON prices per model in USD per million tokens, e.g. {"my-model": {"input": 1, '
+        '"output": 5}}, added to the built-in list prices of the Claude models.',
+        _optional_text, default_text="(built-in list prices)", group="model",
+    )
+    quick_pass_sample_chars: int = _knob(
+        "SOULWORKER_QUICK_PASS_SAMPLE_CHARS", 200_000,
+        "Character budget of the quick-pass sample (about 50K tokens): enough for 20-50 "
+        "conversations, small enough for a fast answer.",
+        _int_at_least(1000), group="model",
+    )
+    full_pass_batch_tokens: int = _knob(
+        "SOULWORKER_FULL_PASS_BATCH_TOKENS", 24_000,
+        "Input tokens of chunk text per fact-extraction call: several chunks per call, so the "
+        "instructions are paid once per batch, not once per chunk.",
+        _int_at_least(1000), group="model",
+    )
+    full_pass_token_budget: int = _knob(
+        "SOULWORKER_FULL_PASS_TOKEN_BUDGET", 4_000_000,
+        "Input tokens the full pass may spend per job; over it, the richest and most recent "
+        "chunks are chosen and the result says what was left out.",
+        _int_at_least(1000), group="model",
+    )
+    persona_signal_chars: int = _knob(
+        "SOULWORKER_PERSONA_SIGNAL_CHARS", 20_000,
+        "Character budget for custom instructions and memory writes given to the model as "
+        "their own input; newest first.",
+        _int_at_least(0), group="model",
     )
 
     # --- logs

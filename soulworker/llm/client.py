@@ -1,0 +1,481 @@
+"""The async model client: one structured-output call, validated, retried, costed and logged.
+
+Built on the official SDK (``anthropic.AsyncAnthropic``, 2.12) with the SDK's retries off
+(``max_retries=0``); ``soulworker.llm.retry`` is the only retry layer.
+
+**How structured output is requested.** Every call sends
+``output_config={"format": {"type": "json_schema", "schema": <wire schema>}}`` (structured
+outputs, generally available; ``output_config`` is a first-class ``messages.create`` parameter
+in SDK 2.12 and goes over the wire unchanged) and reads the JSON from the answer's text blocks.
+A forced tool (``tool_choice={"type": "tool"}``) was the alternative; it was not chosen because:
+(1) forced tool choice is incompatible with extended/adaptive thinking, which
+``claude-haiku-5-5`` uses by default, so the request would fail or thinking would have to be
+switched off; (2) structured outputs constrain decoding to the schema, while a non-strict tool
+only encourages it; (3) the answer is the message itself, no tool-use round trip to interpret.
+``temperature``, ``top_p`` and ``top_k`` are never sent: API version 2026-10-21 (the one SDK
+2.x speaks) rejects them, even at their defaults.
+
+**What a call checks.** ``stop_reason`` first: ``refusal`` → ``ModelRefused`` (permanent, not
+retried); ``max_tokens`` → ``ModelTruncated`` and ``model_context_window_exceeded`` →
+``ModelContextExceeded`` (not retried here: the caller shrinks the input or raises the limit);
+anything but ``end_turn`` → a bad answer. Then the text must be one JSON object that passes the
+full schema and its semantic rules (``OutputSchema.validate``); otherwise it is a bad answer,
+asked once more inside the retry policy, then ``ModelBadOutput``.
+
+**Concurrency.** Each ``ModelClient`` owns an ``asyncio.Semaphore`` of
+``max_concurrent_calls`` that every request made through it, and through every
+``for_job`` view of it, must hold; a view can add a tighter per-job limit. A slot is held only
+while a request is in flight, never while a retry waits.
+
+**Usage.** Every answered request is recorded in the client's ``UsageLedger`` (if it has one)
+under the call's ``purpose``, including answers that were then rejected; requests that got no
+answer are counted as failed requests (see ``soulworker.llm.usage``).
+
+**Secrets and privacy.** The key is only handed to the SDK; ``ModelClientConfig`` hides it
+from ``repr``; errors raised here are built from safe fields and never chained to SDK
+exceptions (whose request carries the key in a header). Logs carry purpose, model, tokens,
+latency, attempt and outcome; never the prompt or the answer. Note that the SDK's own stdlib
+logger (``anthropic``) dumps whole request bodies at DEBUG: keep it at INFO or above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import structlog
+from anthropic.types import Message
+from tenacity import RetryCallState
+
+from soulworker.llm.errors import (
+    ModelBadOutput,
+    ModelContextExceeded,
+    ModelError,
+    ModelRefused,
+    ModelTruncated,
+    model_error_from_api_error,
+)
+from soulworker.llm.pricing import PriceTable
+from soulworker.llm.retry import RetryPolicy
+from soulworker.llm.schemas import OutputSchema
+from soulworker.llm.usage import CallUsage, UsageLedger
+
+log = structlog.get_logger(__name__)
+
+# A non-streaming answer of 16K tokens can take several minutes; the SDK's own default for
+# non-streaming requests is the same ten minutes.
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 600.0
+# Connecting is quick or broken; fail fast so the retry policy can try again.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+# The predecessor hit rate limits at 10 parallel calls and settled on 5.
+DEFAULT_MAX_CONCURRENT_CALLS = 5
+# Rough size of a token for budgeting without a request (English text on Claude tokenizers;
+# claude-haiku-5-5's tokenizer yields ~30 % more tokens, so treat this as a floor there).
+CHARS_PER_TOKEN = 4
+# Header naming the purpose of a request, so logs on either side (and the test fake) can
+# count calls per stage. It carries no user data.
+PURPOSE_HEADER = "X-Soulworker-Purpose"
+# Purpose of token-counting requests.
+COUNT_TOKENS_PURPOSE = "count_tokens"
+# The only stop reason of a complete structured answer.
+COMPLETE_STOP_REASON = "end_turn"
+
+_PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def estimate_tokens(text: str) -> int:
+    """A request-free token estimate: ``ceil(len(text) / CHARS_PER_TOKEN)``."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class ModelClientConfig:
+    """How to reach the API and how hard to push it.
+
+    ``base_url`` ``None`` lets the SDK use ``ANTHROPIC_BASE_URL`` (else the public API).
+    ``api_key`` never appears in ``repr``.
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str | None = None
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not self.api_key.strip():
+            raise ValueError("the model API key is empty")
+        if self.max_concurrent_calls < 1:
+            raise ValueError("max_concurrent_calls must be at least 1")
+        if self.request_timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class StructuredAnswer:
+    """A validated structured answer.
+
+    ``usage`` and ``cost_usd`` are those of the request that produced ``data`` (rejected
+    earlier answers of the same call are in the ledger, not here); ``cost_usd`` is ``None``
+    when the model has no price. ``attempts`` counts every request the call made.
+    """
+
+    data: dict[str, Any]
+    usage: CallUsage
+    stop_reason: str
+    cost_usd: Decimal | None
+    attempts: int
+    request_id: str | None
+
+
+def _check_purpose(purpose: str) -> None:
+    if not _PURPOSE_RE.match(purpose):
+        raise ValueError("purpose must be a short snake_case name")
+
+
+def _failure_outcome(exc: BaseException) -> str:
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection_error"
+    if isinstance(exc, anthropic.APIStatusError):
+        return f"http_{exc.status_code}"
+    if isinstance(exc, ModelError):
+        return exc.code
+    return type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a client and its job views share: the SDK client (one connection pool), the
+    timeout, and the process-wide concurrency limit."""
+
+    sdk: anthropic.AsyncAnthropic
+    timeout: anthropic.Timeout
+    semaphore: asyncio.Semaphore
+
+    @classmethod
+    def create(cls, config: ModelClientConfig) -> _Shared:
+        timeout = anthropic.Timeout(
+            config.request_timeout_seconds, connect=config.connect_timeout_seconds
+        )
+        sdk = anthropic.AsyncAnthropic(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            # Our retry policy is the only retry layer (see soulworker.llm.retry).
+            max_retries=0,
+            timeout=timeout,
+        )
+        return cls(
+            sdk=sdk, timeout=timeout, semaphore=asyncio.Semaphore(config.max_concurrent_calls)
+        )
+
+
+class ModelClient:
+    """Structured-output calls to the Messages API. Use as ``async with`` or call ``aclose``.
+
+    ``prices`` prices every answer (default: ``PriceTable.defaults()``); ``ledger`` receives
+    every call's usage (``None``: not recorded). ``for_job`` makes a view for one job with its
+    own ledger and, optionally, a tighter concurrency limit.
+    """
+
+    def __init__(
+        self,
+        config: ModelClientConfig,
+        *,
+        prices: PriceTable | None = None,
+        ledger: UsageLedger | None = None,
+        _shared: _Shared | None = None,
+        _job_limit: int | None = None,
+    ) -> None:
+        self._config = config
+        self._prices = prices if prices is not None else PriceTable.defaults()
+        self.ledger = ledger
+        self._owns_shared = _shared is None
+        self._shared = _shared if _shared is not None else _Shared.create(config)
+        # The job's own limit comes first: a call queues for its job slot before it takes a
+        # process slot, so a job at its limit never holds process slots idle.
+        job = () if _job_limit is None else (asyncio.Semaphore(_job_limit),)
+        self._semaphores: tuple[asyncio.Semaphore, ...] = (*job, self._shared.semaphore)
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelClient(base_url={str(self._shared.sdk.base_url)!r}, "
+            f"max_concurrent_calls={self._config.max_concurrent_calls})"
+        )
+
+    @property
+    def config(self) -> ModelClientConfig:
+        """The configuration this client was built with."""
+        return self._config
+
+    def for_job(
+        self, ledger: UsageLedger, *, max_concurrent_calls: int | None = None
+    ) -> ModelClient:
+        """A view that shares this client's connection pool and concurrency limit, records into
+        ``ledger``, and (when ``max_concurrent_calls`` is given) also never has more than that
+        many of its own requests in flight. Closing a view does not close the shared client."""
+        if max_concurrent_calls is not None and max_concurrent_calls < 1:
+            raise ValueError("max_concurrent_calls must be at least 1")
+        return ModelClient(
+            self._config,
+            prices=self._prices,
+            ledger=ledger,
+            _shared=self._shared,
+            _job_limit=max_concurrent_calls,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (only the client that created it does)."""
+        if self._owns_shared:
+            await self._shared.sdk.close()
+
+    async def __aenter__(self) -> ModelClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for semaphore in self._semaphores:
+                await stack.enter_async_context(semaphore)
+            yield
+
+    def _before_sleep(self, purpose: str, model: str) -> Callable[[RetryCallState], None]:
+        def before_sleep(retry_state: RetryCallState) -> None:
+            outcome = retry_state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            log.info(
+                "model_call_retry",
+                purpose=purpose,
+                model=model,
+                attempt=retry_state.attempt_number,
+                wait_seconds=round(retry_state.upcoming_sleep, 3),
+                reason=_failure_outcome(exc) if exc is not None else "unknown",
+            )
+
+        return before_sleep
+
+    async def structured(
+        self,
+        *,
+        purpose: str,
+        model: str,
+        system: str,
+        content: str,
+        schema: OutputSchema,
+        max_tokens: int,
+    ) -> StructuredAnswer:
+        """Ask ``model`` for an answer in ``schema``'s format and return it validated.
+
+        ``purpose`` (snake_case, e.g. ``fact_extraction``) keys the usage ledger and logs.
+        ``content`` is the single user turn; wrap conversation text with
+        ``soulworker.llm.delimit`` first.
+
+        Raises ``ModelRefused``, ``ModelSpendLimit``, ``ModelAuthFailed``,
+        ``ModelRequestRejected`` (permanent); ``ModelTruncated`` / ``ModelContextExceeded``
+        (the caller should shrink the input or raise ``max_tokens``); ``ModelBadOutput`` after
+        the in-policy retry; ``ModelUnavailable`` when transient failures outlast the policy.
+        ``ValueError`` for a bad ``purpose`` or ``max_tokens``.
+        """
+        _check_purpose(purpose)
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        answer: StructuredAnswer | None = None
+        failure: ModelError | None = None
+        attempt_number = 0
+        try:
+            async for attempt in self._config.retry.retrying(
+                before_sleep=self._before_sleep(purpose, model)
+            ):
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    answer = await self._attempt(
+                        purpose=purpose,
+                        model=model,
+                        system=system,
+                        content=content,
+                        schema=schema,
+                        max_tokens=max_tokens,
+                        attempt_number=attempt_number,
+                    )
+        except anthropic.APIError as exc:
+            failure = model_error_from_api_error(exc, attempts=attempt_number)
+        if failure is not None:
+            # Raised outside the except block so the SDK exception is not its __context__.
+            raise failure
+        assert answer is not None  # the loop either produced an answer or raised
+        return answer
+
+    async def _attempt(
+        self,
+        *,
+        purpose: str,
+        model: str,
+        system: str,
+        content: str,
+        schema: OutputSchema,
+        max_tokens: int,
+        attempt_number: int,
+    ) -> StructuredAnswer:
+        async with self._slot():
+            started = time.monotonic()
+            try:
+                message = await self._shared.sdk.messages.create(
+                    model=model,
+                    max_tokens=max_tokens,
+                    system=system,
+                    messages=[{"role": "user", "content": content}],
+                    output_config={"format": {"type": "json_schema", "schema": schema.wire_schema}},
+                    extra_headers={PURPOSE_HEADER: purpose},
+                    timeout=self._shared.timeout,
+                )
+            except anthropic.APIError as exc:
+                self._record_failed_request(purpose, model, exc, attempt_number, started)
+                raise
+        latency_ms = round((time.monotonic() - started) * 1000)
+        usage = CallUsage.from_api(message.model or model, message.usage)
+        cost = self._prices.cost_usd(usage)
+        if self.ledger is not None:
+            self.ledger.record(purpose, usage, cost)
+        data, error = _judge(message, schema, max_tokens)
+        log.info(
+            "model_call",
+            purpose=purpose,
+            model=usage.model,
+            schema=schema.name,
+            attempt=attempt_number,
+            outcome="ok" if error is None else error.code,
+            stop_reason=message.stop_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            cost_usd=float(cost) if cost is not None else None,
+            latency_ms=latency_ms,
+            request_id=message._request_id,
+            problems=list(error.problems) if isinstance(error, ModelBadOutput) else None,
+        )
+        if error is not None:
+            raise error
+        assert data is not None
+        return StructuredAnswer(
+            data=data,
+            usage=usage,
+            stop_reason=message.stop_reason or COMPLETE_STOP_REASON,
+            cost_usd=cost,
+            attempts=attempt_number,
+            request_id=message._request_id,
+        )
+
+    def _record_failed_request(
+        self, purpose: str, model: str, exc: anthropic.APIError, attempt: int, started: float
+    ) -> None:
+        if self.ledger is not None:
+            self.ledger.record_failed_request(purpose, model)
+        log.warning(
+            "model_call",
+            purpose=purpose,
+            model=model,
+            attempt=attempt,
+            outcome=_failure_outcome(exc),
+            latency_ms=round((time.monotonic() - started) * 1000),
+            request_id=getattr(exc, "request_id", None),
+            api_error_type=getattr(exc, "type", None),
+            api_error_code=getattr(exc, "error_code", None),
+        )
+
+    async def count_tokens(
+        self, *, model: str, system: str, content: str, schema: OutputSchema | None = None
+    ) -> int:
+        """The API's count of input tokens for this request (``messages.count_tokens``).
+
+        Free of charge and not recorded in the ledger. Retried like a call; raises the same
+        errors as ``structured`` for auth, spend limit, bad request or an unavailable API.
+        """
+        failure: ModelError | None = None
+        counted = 0
+        attempt_number = 0
+        try:
+            async for attempt in self._config.retry.retrying(
+                before_sleep=self._before_sleep(COUNT_TOKENS_PURPOSE, model)
+            ):
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    async with self._slot():
+                        result = await self._shared.sdk.messages.count_tokens(
+                            model=model,
+                            system=system,
+                            messages=[{"role": "user", "content": content}],
+                            output_config=(
+                                {"format": {"type": "json_schema", "schema": schema.wire_schema}}
+                                if schema is not None
+                                else anthropic.omit
+                            ),
+                            extra_headers={PURPOSE_HEADER: COUNT_TOKENS_PURPOSE},
+                            timeout=self._shared.timeout,
+                        )
+                    counted = result.input_tokens
+        except anthropic.APIError as exc:
+            failure = model_error_from_api_error(exc, attempts=attempt_number)
+        if failure is not None:
+            raise failure
+        return counted
+
+
+def _answer_text(message: Message) -> str:
+    # Thinking blocks (adaptive thinking) and any other block types are not the answer.
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def _judge(
+    message: Message, schema: OutputSchema, max_tokens: int
+) -> tuple[dict[str, Any] | None, ModelError | None]:
+    """(data, None) for a usable answer, else (None, the error it amounts to)."""
+    request_id = message._request_id
+    stop_reason = message.stop_reason
+    if stop_reason == "refusal":
+        details = message.stop_details
+        return None, ModelRefused(
+            category=details.category if details is not None else None, request_id=request_id
+        )
+    if stop_reason == "max_tokens":
+        return None, ModelTruncated(max_tokens=max_tokens)
+    if stop_reason == "model_context_window_exceeded":
+        return None, ModelContextExceeded(max_tokens=max_tokens)
+    if stop_reason != COMPLETE_STOP_REASON:
+        return None, ModelBadOutput(
+            [f"$: unexpected stop_reason {stop_reason}"],
+            code="model_unexpected_stop",
+            request_id=request_id,
+        )
+    text = _answer_text(message)
+    try:
+        data: object = json.loads(text)
+    except ValueError:
+        # No detail from the decoder: its message is harmless, but the exception holds the text.
+        data = _NOT_JSON
+    if data is _NOT_JSON:
+        return None, ModelBadOutput(
+            ["$: not valid JSON"], code="model_invalid_json", request_id=request_id
+        )
+    problems = schema.validate(data)
+    if problems:
+        return None, ModelBadOutput(problems, request_id=request_id)
+    assert isinstance(data, dict)  # validate() requires an object at the root
+    return data, None
+
+
+_NOT_JSON = object()

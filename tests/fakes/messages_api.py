@@ -1,0 +1,578 @@
+"""A real HTTP server on 127.0.0.1 that speaks enough of the Anthropic Messages API for the real
+``anthropic`` SDK (2.x) to talk to it through ``base_url``.
+
+Endpoints: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``. Answers are
+structured-output messages: one ``text`` block holding JSON, ``stop_reason`` ``end_turn``, and
+``usage`` that looks real (input tokens = ceil(chars of system + user text / 4), output tokens
+= ceil(chars of the answer / 4)).
+
+What a test can script:
+
+* ``responder``: request → answer dict. The default, ``schema_responder``, builds a valid
+  answer from the request's own ``output_config.format.schema``, deterministically, seeded by
+  a hash of the request text, so end-to-end tests work without scripting.
+* faults (``script(...)``), consumed in order, each optionally only for requests matching a
+  predicate and optionally several ``times``: HTTP errors with the API's error body shape
+  (429 with ``retry-after`` / ``retry-after-ms``, 529 overloaded, 500, 401, 403, spend limit
+  as ``enforced_spend_limit_reached``, 400 credit balance, 400 invalid request), truncated
+  answers (``stop_reason: max_tokens``), refusals, invalid JSON, a fixed answer, and delays.
+* ``latency_seconds``: every request waits this long (for concurrency tests).
+
+What it records: every request (``requests``) with its JSON body and headers, the
+``authorization`` / ``x-api-key`` values redacted; every answer it sent (``responses``); the
+most requests in flight at once (``max_in_flight``), overall and per purpose (the
+``X-Soulworker-Purpose`` header); calls per purpose (``calls_by_purpose``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+REDACTED = "[redacted]"
+SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
+PURPOSE_HEADER = "x-soulworker-purpose"
+CHARS_PER_TOKEN = 4
+# How often serve_forever checks for shutdown: short, so stopping a server is instant.
+SHUTDOWN_POLL_SECONDS = 0.02
+# Array length the schema responder produces: fits every list bound in soulworker's schemas
+# (the wire schema no longer carries maxItems, so the fake cannot read the real bounds).
+GENERATED_ARRAY_MIN = 3
+GENERATED_ARRAY_MAX = 5
+_WORDS = (
+    "amber",
+    "harbor",
+    "lantern",
+    "meadow",
+    "quartz",
+    "willow",
+    "ember",
+    "atlas",
+    "cedar",
+    "drift",
+    "fjord",
+    "garnet",
+    "halcyon",
+    "indigo",
+    "juniper",
+    "kestrel",
+    "lumen",
+    "marlow",
+    "nimbus",
+    "orchid",
+    "pebble",
+    "quill",
+    "rowan",
+    "sable",
+    "tide",
+    "umber",
+    "vesper",
+    "wren",
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+    @property
+    def purpose(self) -> str | None:
+        return self.headers.get(PURPOSE_HEADER)
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        fmt = (self.body.get("output_config") or {}).get("format") or {}
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, dict) else None
+
+    @property
+    def text(self) -> str:
+        """System prompt and every text of every message, concatenated."""
+        parts: list[str] = []
+        system = self.body.get("system")
+        if isinstance(system, str):
+            parts.append(system)
+        elif isinstance(system, list):
+            parts.extend(str(b.get("text", "")) for b in system if isinstance(b, dict))
+        for message in self.body.get("messages") or []:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        return "\n".join(parts)
+
+
+Responder = Callable[[RecordedRequest], dict[str, Any]]
+Predicate = Callable[[RecordedRequest], bool]
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def generate_from_schema(schema: Mapping[str, Any], rng: random.Random) -> Any:
+    """A value valid for ``schema`` (a wire schema: types, enums, objects, arrays, strings)."""
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        return {
+            name: generate_from_schema(sub, rng)
+            for name, sub in (schema.get("properties") or {}).items()
+        }
+    if kind == "array":
+        low = max(GENERATED_ARRAY_MIN, int(schema.get("minItems", 0)))
+        count = rng.randint(low, max(low, GENERATED_ARRAY_MAX))
+        return [generate_from_schema(schema.get("items") or {}, rng) for _ in range(count)]
+    if kind == "string":
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(1, 3))]
+        return " ".join(words).capitalize()
+    if kind == "integer":
+        return rng.randint(0, 100)
+    if kind == "number":
+        return round(rng.uniform(0, 100), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return None
+
+
+def schema_responder(request: RecordedRequest) -> dict[str, Any]:
+    """A valid answer for the request's schema, the same for the same request text."""
+    schema = request.schema
+    if schema is None:
+        return {}
+    seed = hashlib.sha256(request.text.encode()).digest()
+    value = generate_from_schema(schema, random.Random(seed))
+    return value if isinstance(value, dict) else {"value": value}
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour; build them with the helper functions below.
+
+    ``kind``: ``error`` (HTTP error with the API's body shape), ``truncated``, ``refusal``,
+    ``raw_text`` (``text`` as the answer, e.g. invalid JSON), ``answer`` (``data`` as the
+    answer), ``context_exceeded``, ``stop`` (a normal answer with ``stop_reason``), or
+    ``delay`` (a normal answer after ``delay_seconds``).
+    Every kind waits ``delay_seconds`` first. ``usage`` overrides reported usage fields.
+    """
+
+    kind: str
+    status: int = 200
+    error_type: str | None = None
+    error_code: str | None = None
+    message: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_seconds: float = 0.0
+    text: str | None = None
+    data: dict[str, Any] | None = None
+    usage: Mapping[str, Any] | None = None
+    stop_reason: str | None = None
+    when: Predicate | None = None
+    path: str = "/v1/messages"
+    times: int = 1
+
+
+def http_error(
+    status: int,
+    error_type: str,
+    message: str,
+    *,
+    error_code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Fault:
+    return Fault(
+        kind="error",
+        status=status,
+        error_type=error_type,
+        error_code=error_code,
+        message=message,
+        headers=dict(headers or {}),
+        **kwargs,
+    )
+
+
+def rate_limited(
+    *, retry_after: float | str | None = None, retry_after_ms: float | None = None, **kw: Any
+) -> Fault:
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    if retry_after_ms is not None:
+        headers["retry-after-ms"] = str(retry_after_ms)
+    return http_error(
+        429,
+        "rate_limit_error",
+        "Number of request tokens has exceeded your rate limit.",
+        headers=headers,
+        **kw,
+    )
+
+
+def overloaded(**kw: Any) -> Fault:
+    return http_error(529, "overloaded_error", "Overloaded", **kw)
+
+
+def server_error(status: int = 500, **kw: Any) -> Fault:
+    return http_error(status, "api_error", "Internal server error", **kw)
+
+
+def unauthorized(**kw: Any) -> Fault:
+    return http_error(401, "authentication_error", "invalid x-api-key", **kw)
+
+
+def permission_denied(**kw: Any) -> Fault:
+    return http_error(403, "permission_error", "Your API key does not have permission.", **kw)
+
+
+def spend_limit(**kw: Any) -> Fault:
+    """The real shape: 429 ``rate_limit_error`` with ``details.error_code``
+    ``enforced_spend_limit_reached`` (the SDK maps it to ``EnforcedSpendLimitReachedError``)."""
+    return http_error(
+        429,
+        "rate_limit_error",
+        "Your organization has reached its monthly usage limit.",
+        error_code="enforced_spend_limit_reached",
+        **kw,
+    )
+
+
+def credit_balance_too_low(**kw: Any) -> Fault:
+    return http_error(
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. "
+        "Please go to Plans & Billing to upgrade or purchase credits.",
+        **kw,
+    )
+
+
+def bad_request(message: str = "messages: field required", **kw: Any) -> Fault:
+    return http_error(400, "invalid_request_error", message, **kw)
+
+
+def not_found(**kw: Any) -> Fault:
+    return http_error(404, "not_found_error", "model: not-a-model", **kw)
+
+
+def truncated(**kw: Any) -> Fault:
+    return Fault(kind="truncated", **kw)
+
+
+def refusal(**kw: Any) -> Fault:
+    return Fault(kind="refusal", **kw)
+
+
+def context_exceeded(**kw: Any) -> Fault:
+    return Fault(kind="context_exceeded", **kw)
+
+
+def invalid_json(**kw: Any) -> Fault:
+    return Fault(kind="raw_text", text='{"soul": {"communication_style": "cut', **kw)
+
+
+def raw_text(text: str, **kw: Any) -> Fault:
+    return Fault(kind="raw_text", text=text, **kw)
+
+
+def answer(data: dict[str, Any], **kw: Any) -> Fault:
+    return Fault(kind="answer", data=data, **kw)
+
+
+def stopped(stop_reason: str, **kw: Any) -> Fault:
+    return Fault(kind="stop", stop_reason=stop_reason, **kw)
+
+
+def slow(seconds: float, **kw: Any) -> Fault:
+    return Fault(kind="delay", delay_seconds=seconds, **kw)
+
+
+class FakeMessagesAPI:
+    """The server. Use as a context manager (or ``start``/``stop``); point the SDK at
+    ``base_url``."""
+
+    def __init__(self, *, responder: Responder | None = None, latency_seconds: float = 0.0) -> None:
+        self.responder: Responder = responder or schema_responder
+        self.latency_seconds = latency_seconds
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._requests: list[RecordedRequest] = []
+        self._responses: list[dict[str, Any]] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._in_flight_by_purpose: Counter[str] = Counter()
+        self._max_in_flight_by_purpose: dict[str, int] = {}
+        self._counter = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FakeMessagesAPI:
+        handler = _make_handler(self)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        # Keep-alive connections idle in their handler threads; don't wait for them on close.
+        server.block_on_close = False
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            name="fake-messages-api",
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeMessagesAPI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # --- scripting and inspection ---------------------------------------------------------------
+
+    def script(self, *faults: Fault) -> None:
+        """Queue faults; each request consumes the first queued fault that applies to it."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    @property
+    def pending_faults(self) -> int:
+        with self._lock:
+            return sum(f.times for f in self._faults)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def message_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/v1/messages"]
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """Every message body sent back with status 200, in order."""
+        with self._lock:
+            return list(self._responses)
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    def max_in_flight_for(self, purpose: str) -> int:
+        with self._lock:
+            return self._max_in_flight_by_purpose.get(purpose, 0)
+
+    def calls_by_purpose(self) -> Counter[str]:
+        return Counter(r.purpose or "" for r in self.message_requests)
+
+    # --- request handling (called from handler threads) ----------------------------------------
+
+    def _take_fault(self, request: RecordedRequest) -> Fault | None:
+        with self._lock:
+            for index, fault in enumerate(self._faults):
+                if fault.path != request.path:
+                    continue
+                if fault.when is not None and not fault.when(request):
+                    continue
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self._faults[index]
+                return fault
+        return None
+
+    def _enter(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            purpose = request.purpose or ""
+            self._in_flight_by_purpose[purpose] += 1
+            self._max_in_flight_by_purpose[purpose] = max(
+                self._max_in_flight_by_purpose.get(purpose, 0),
+                self._in_flight_by_purpose[purpose],
+            )
+
+    def _leave(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._in_flight_by_purpose[request.purpose or ""] -= 1
+
+    def _next_id(self, prefix: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{prefix}_fake{self._counter:06d}"
+
+    def _handle(self, request: RecordedRequest) -> tuple[int, dict[str, str], dict[str, Any]]:
+        fault = self._take_fault(request)
+        delay = self.latency_seconds + (fault.delay_seconds if fault else 0.0)
+        if delay > 0:
+            time.sleep(delay)
+        request_id = self._next_id("req")
+        headers = {"request-id": request_id}
+        if fault is not None and fault.kind == "error":
+            headers.update(fault.headers)
+            error: dict[str, Any] = {"type": fault.error_type, "message": fault.message}
+            if fault.error_code:
+                error["details"] = {"error_code": fault.error_code}
+            body = {"type": "error", "error": error, "request_id": request_id}
+            return fault.status, headers, body
+        if request.path == "/v1/messages/count_tokens":
+            return 200, headers, {"input_tokens": estimate_tokens(request.text)}
+        if request.path != "/v1/messages":
+            body = {
+                "type": "error",
+                "error": {"type": "not_found_error", "message": "Not found"},
+                "request_id": request_id,
+            }
+            return 404, headers, body
+        message = self._message(request, fault)
+        with self._lock:
+            self._responses.append(message)
+        return 200, headers, message
+
+    def _message(self, request: RecordedRequest, fault: Fault | None) -> dict[str, Any]:
+        kind = fault.kind if fault is not None else "delay"
+        max_tokens = int(request.body.get("max_tokens") or 0)
+        stop_reason = "end_turn"
+        stop_details: dict[str, Any] | None = None
+        if kind == "raw_text":
+            assert fault is not None and fault.text is not None
+            text = fault.text
+        elif kind == "answer":
+            assert fault is not None and fault.data is not None
+            text = json.dumps(fault.data)
+        else:
+            text = json.dumps(self.responder(request))
+        output_tokens = estimate_tokens(text)
+        if kind == "truncated":
+            text = text[: len(text) // 2]
+            stop_reason = "max_tokens"
+            output_tokens = max_tokens
+        elif kind == "context_exceeded":
+            text = text[: len(text) // 3]
+            stop_reason = "model_context_window_exceeded"
+            output_tokens = estimate_tokens(text)
+        elif kind == "stop":
+            assert fault is not None and fault.stop_reason is not None
+            stop_reason = fault.stop_reason
+        elif kind == "refusal":
+            text = ""
+            stop_reason = "refusal"
+            stop_details = {"type": "refusal", "category": "general_harms", "explanation": None}
+            output_tokens = 5
+        usage: dict[str, Any] = {
+            "input_tokens": estimate_tokens(request.text),
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        if fault is not None and fault.usage:
+            usage.update(fault.usage)
+        content = [{"type": "text", "text": text}] if text else []
+        return {
+            "id": self._next_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": request.body.get("model", "unknown"),
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_details": stop_details,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+
+
+def _redact(headers: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in SECRET_HEADERS:
+            scheme = value.split(" ", 1)[0] if " " in value else ""
+            out[key] = f"{scheme} {REDACTED}".strip()
+        else:
+            out[key] = value
+    return out
+
+
+def _make_handler(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, the second waits for the
+        # client's delayed ACK (~40 ms per request).
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # keep test output quiet
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                error = {"type": "invalid_request_error", "message": "invalid JSON"}
+                self._send(400, {}, {"type": "error", "error": error})
+                return
+            request = RecordedRequest(
+                method="POST",
+                path=self.path.split("?", 1)[0],
+                headers=_redact(dict(self.headers.items())),
+                body=body if isinstance(body, dict) else {},
+            )
+            api._enter(request)
+            try:
+                status, headers, payload = api._handle(request)
+                self._send(status, headers, payload)
+            finally:
+                api._leave(request)
+
+        def _send(self, status: int, headers: Mapping[str, str], payload: object) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up (a timeout test); nothing to answer to.
+                self.close_connection = True
+
+    return Handler
