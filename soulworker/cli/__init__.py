@@ -14,12 +14,18 @@ from collections.abc import Sequence
 import psycopg
 
 from soulworker import __version__
-from soulworker.cli import migrate_command, operator_commands, run_command, settings_command
+from soulworker.cli import (
+    doctor_command,
+    migrate_command,
+    operator_commands,
+    run_command,
+    settings_command,
+)
 from soulworker.cli.common import CommandError, fail
 from soulworker.logs import redact_text
 from soulworker.settings import SettingsError
 
-COMMANDS = (run_command, migrate_command, operator_commands, settings_command)
+COMMANDS = (run_command, migrate_command, operator_commands, settings_command, doctor_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

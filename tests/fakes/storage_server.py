@@ -10,6 +10,11 @@ so the same server backs unit-sized tests and multi-GB benchmarks::
 What it imitates (research/platform-facts.md §2; supabase/storage error rendering):
 
 - ``GET``/``HEAD`` ``/storage/v1/object/{bucket}/{name}`` and ``…/object/authenticated/…``.
+- ``GET /storage/v1/bucket/{id}``: the bucket's details (``id``, ``name``, ``public``, …) with
+  the same authentication, or HTTP 400 with ``{"statusCode": "404", "code": "NoSuchBucket",
+  "error": "Bucket not found", …}`` (supabase/storage ``getBucket`` route, ``ERRORS.NoSuchBucket``).
+  Faults for it are queued apart, with ``add_bucket_fault`` (only ``Respond``), so object
+  faults never leak into bucket requests or the other way round.
 - Auth: a legacy JWT must come as ``apikey`` *and* ``Authorization: Bearer`` (same value);
   an ``sb_secret_`` key as ``apikey``, with a Bearer accepted only if identical; a secret
   key from a browser-like User-Agent gets 401. A wrong JWT gets HTTP 400 with
@@ -72,6 +77,7 @@ FAKE_SECRET_KEY = "sb_secret_fakeFakeFakeFakeFake0123456789"
 """A new-style secret key."""
 
 OBJECT_PREFIX = "/storage/v1/object/"
+BUCKET_PREFIX = "/storage/v1/bucket/"
 SENDFILE_PIECE_BYTES = 64 * 1024
 """Bytes per write when a fault paces the body (stalls, slow bodies, chunked encoding)."""
 
@@ -204,6 +210,12 @@ class _QueuedFault:
     object_key: str | None
 
 
+@dataclass
+class _QueuedBucketFault:
+    fault: Respond
+    bucket: str | None
+
+
 # -- the server -----------------------------------------------------------------------------
 
 
@@ -227,7 +239,9 @@ class StorageServer:
         self._idle = threading.Condition(self._lock)
         self._active = 0
         self._buckets: dict[str, dict[str, _Object]] = {}
+        self._public_buckets: set[str] = set()
         self._faults: deque[_QueuedFault] = deque()
+        self._bucket_faults: deque[_QueuedBucketFault] = deque()
         self._requests: list[RecordedRequest] = []
         self._generation = 0
         self._stopping = threading.Event()
@@ -280,9 +294,15 @@ class StorageServer:
 
     # objects
 
-    def create_bucket(self, bucket: str) -> None:
+    def create_bucket(self, bucket: str, *, public: bool = False) -> None:
+        """Make ``bucket`` exist (``put_file`` does too); ``public`` is what the bucket
+        endpoint reports, nothing else changes (objects always need the key here)."""
         with self._lock:
             self._buckets.setdefault(bucket, {})
+            if public:
+                self._public_buckets.add(bucket)
+            else:
+                self._public_buckets.discard(bucket)
 
     def put_file(
         self, bucket: str, name: str, path: Path, *, content_type: str = "application/zip"
@@ -333,6 +353,15 @@ class StorageServer:
         with self._lock:
             for _ in range(times):
                 self._faults.append(_QueuedFault(fault, object_key))
+
+    def add_bucket_fault(
+        self, fault: Respond, *, times: int = 1, bucket: str | None = None
+    ) -> None:
+        """Answer the next ``times`` bucket requests (for ``bucket`` only, if given) with
+        ``fault`` instead of the bucket's details; consumed in the order they were added."""
+        with self._lock:
+            for _ in range(times):
+                self._bucket_faults.append(_QueuedBucketFault(fault, bucket))
 
     @property
     def pending_faults(self) -> int:
@@ -385,6 +414,32 @@ class StorageServer:
                     self._faults.remove(queued)
                     return queued.fault
             return None
+
+    def _next_bucket_fault(self, bucket: str) -> Respond | None:
+        with self._lock:
+            for queued in self._bucket_faults:
+                if queued.bucket in (None, bucket):
+                    self._bucket_faults.remove(queued)
+                    return queued.fault
+            return None
+
+    def _bucket_details(self, bucket: str) -> dict[str, Any] | None:
+        """The JSON the real ``GET /bucket/{id}`` returns, or ``None`` for no such bucket."""
+        with self._lock:
+            if bucket not in self._buckets:
+                return None
+            public = bucket in self._public_buckets
+        created = "2026-01-01T00:00:00.000Z"
+        return {
+            "id": bucket,
+            "name": bucket,
+            "owner": "",
+            "public": public,
+            "file_size_limit": None,
+            "allowed_mime_types": None,
+            "created_at": created,
+            "updated_at": created,
+        }
 
     def _lookup(self, bucket: str, name: str) -> _Object | Literal["no_bucket"] | None:
         with self._lock:
@@ -471,6 +526,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, record: RecordedRequest, headers: dict[str, str], *, head: bool) -> None:
         storage = self.storage
         route = urlsplit(self.path).path
+        if route.startswith(BUCKET_PREFIX) and self.command == "GET":
+            self._respond_bucket(record, headers, unquote(route[len(BUCKET_PREFIX) :]))
+            return
         if not route.startswith(OBJECT_PREFIX):
             self._json(
                 record,
@@ -523,6 +581,35 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         self._send_object(record, found, headers, fault, head=head)
+
+    def _respond_bucket(
+        self, record: RecordedRequest, headers: dict[str, str], bucket: str
+    ) -> None:
+        storage = self.storage
+        auth, refusal = storage._authenticate(headers)
+        record.auth = auth
+        if refusal is not None:
+            self._json(record, *refusal)
+            return
+        fault = storage._next_bucket_fault(bucket)
+        record.fault = type(fault).__name__ if fault is not None else None
+        if fault is not None:
+            self._send(record, fault.status, fault.body, fault.headers)
+            return
+        details = storage._bucket_details(bucket)
+        if details is None:
+            self._json(
+                record,
+                400,
+                {
+                    "statusCode": "404",
+                    "code": "NoSuchBucket",
+                    "error": "Bucket not found",
+                    "message": "Bucket not found",
+                },
+            )
+            return
+        self._json(record, 200, details)
 
     def _send_object(
         self,
