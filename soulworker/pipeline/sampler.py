@@ -31,8 +31,10 @@ Bounded memory. Texts are cut when offered. The candidates held are bounded by c
 (``CANDIDATE_COUNT_FACTOR`` x the conversation cap) and characters (``CANDIDATE_CHARS_FACTOR``
 x the limit); when a bound is passed they are pruned to three quarters of it, dropping, lowest
 score first, candidates the current selection does not use. The selection therefore survives
-every prune, and the result equals the offline selection except in rare orders where a later,
-better conversation would have freed room for one already pruned. Besides: the fallback list
+every prune, and the result equals the offline selection except in rare orders where, after a
+prune, a later conversation (or a new version of a held one, or a discard) frees room for one
+already pruned. Whether a prune ran depends on what was held at each offer, not on the final set:
+versions replaced later still counted while they were held. Besides: the fallback list
 (within the limit) and the best ``top_n`` ids with their scores (ids only, for rebuilding a
 larger sample from stored chunks later).
 

@@ -285,13 +285,23 @@ CONVERSATIONS = st.lists(
 )
 
 
-def offline(conversations: list[Conversation], limit: int, max_count: int) -> tuple[str, ...]:
-    """The selection computed the obvious way, over everything at once, for comparison."""
+def latest_versions(conversations: list[Conversation]) -> list[tuple[int, Conversation]]:
+    """The last version offered of each id that has messages, with its offer position, in the
+    order of those last offers (a replacement moves to the end, as in the sampler)."""
     latest: dict[str, tuple[int, Conversation]] = {}
     for seq, conversation in enumerate(conversations):
         if conversation.messages:
             latest.pop(conversation.id, None)
             latest[conversation.id] = (seq, conversation)
+    return list(latest.values())
+
+
+def formatted_length(conversation: Conversation, limit: int) -> int:
+    return len(format_conversation(conversation, message_cap_chars=2000, max_chars=limit)[0])
+
+
+def offline(conversations: list[Conversation], limit: int, max_count: int) -> tuple[str, ...]:
+    """The selection computed the obvious way, over everything at once, for comparison."""
     ranked = sorted(
         (
             (
@@ -300,7 +310,7 @@ def offline(conversations: list[Conversation], limit: int, max_count: int) -> tu
                 -seq,
                 c,
             )
-            for seq, c in latest.values()
+            for seq, c in latest_versions(conversations)
             if len(c.messages) >= MIN_MESSAGES
         ),
         key=lambda item: item[:3],
@@ -311,12 +321,30 @@ def offline(conversations: list[Conversation], limit: int, max_count: int) -> tu
     for *_, c in ranked:
         if len(chosen) == max_count:
             break
-        text, _ = format_conversation(c, message_cap_chars=2000, max_chars=limit)
-        cost = len(text) + (2 if chosen else 0)
+        cost = formatted_length(c, limit) + (2 if chosen else 0)
         if used + cost <= limit:
             chosen.append(c.id)
             used += cost
     return tuple(chosen)
+
+
+def never_pruned(conversations: list[Conversation], limit: int, max_count: int) -> bool:
+    """Whether the candidates held stay within the sampler's bounds after every offer, so that
+    no prune runs. Checked per offer, not on the final set: a version replaced later was held,
+    and counted, until its replacement arrived."""
+    held: dict[str, int] = {}
+    for conversation in conversations:
+        if not conversation.messages:
+            continue  # an empty offer is only counted: it replaces nothing
+        held.pop(conversation.id, None)
+        if len(conversation.messages) >= MIN_MESSAGES:
+            held[conversation.id] = formatted_length(conversation, limit)
+            if (
+                len(held) > CANDIDATE_COUNT_FACTOR * max_count
+                or sum(held.values()) > CANDIDATE_CHARS_FACTOR * limit
+            ):
+                return False
+    return True
 
 
 @settings(max_examples=150, deadline=None)
@@ -331,15 +359,13 @@ def test_streaming_matches_the_offline_selection_while_nothing_is_pruned(
         sampler.offer(conversation)
     result = sampler.sample()
     assert len(result.text) <= limit
-    latest = {c.id: c for c in conversations if c.messages}
-    eligible_chars = sum(
-        len(format_conversation(c, message_cap_chars=2000, max_chars=limit)[0])
-        for c in latest.values()
-        if len(c.messages) >= MIN_MESSAGES
-    )
-    if eligible_chars and eligible_chars <= CANDIDATE_CHARS_FACTOR * limit:
-        # Under the bounds nothing is pruned, and streaming must equal the offline answer.
-        assert result.conversation_ids == offline(conversations, limit, 50)
+    eligible = {c.id for _, c in latest_versions(conversations) if len(c.messages) >= MIN_MESSAGES}
+    if eligible:
+        # Pruned or not, only the latest versions of eligible conversations are chosen.
+        assert set(result.conversation_ids) <= eligible
+        if never_pruned(conversations, limit, 50):
+            # Nothing was pruned, so streaming must equal the offline answer.
+            assert result.conversation_ids == offline(conversations, limit, 50)
     # Deterministic for a given input order.
     again = QuickPassSampler(
         hard_cap_chars=limit, max_conversations=50, max_conversation_chars=limit
@@ -347,3 +373,35 @@ def test_streaming_matches_the_offline_selection_while_nothing_is_pruned(
     for conversation in conversations:
         again.offer(conversation)
     assert again.sample() == result
+
+
+def test_a_prune_counts_versions_that_were_replaced_later() -> None:
+    """Regression: the smallest failing input found. The stream held more than the bound at the
+    fifth offer (the first version of "revised" was still held), so "small" was pruned; the
+    final versions alone are under the bound. The better, shorter "revised" then leaves room
+    that only the pruned "small" would have filled: the documented streaming difference."""
+    limit = 1_000
+    stream = [
+        conv("long-a", 20, chars=300, time=None),
+        conv("revised", 30, chars=50, time=None),
+        conv("small", 16, chars=0, time=None),
+        conv("best", 16, chars=900, time=None),
+        conv("long-b", 5, chars=300, time=None),
+        conv("revised", 20, chars=500, time=None),  # a better, shorter version
+    ]
+    final = sum(formatted_length(c, limit) for _, c in latest_versions(stream))
+    assert final <= CANDIDATE_CHARS_FACTOR * limit  # what the old precondition looked at
+    assert not never_pruned(stream, limit, 50)
+    control = stream[:4] + stream[5:]  # without long-b the bound holds throughout
+    assert never_pruned(control, limit, 50)
+    expected_offline = offline(stream, limit, 50)
+    assert "small" in expected_offline
+
+    result = sample_of(stream, hard_cap_chars=limit, max_conversation_chars=limit)
+    survivors = [c for c in stream if c.id != "small"]
+    assert result.conversation_ids == offline(survivors, limit, 50)
+    assert result.conversation_ids != expected_offline
+    assert len(result.text) <= limit
+
+    unpruned = sample_of(control, hard_cap_chars=limit, max_conversation_chars=limit)
+    assert unpruned.conversation_ids == offline(control, limit, 50)
