@@ -35,9 +35,10 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
             "DATABASE_URL is a transaction pooler: prepared statements off, LISTEN off "
             "(polling every SOULWORKER_POLL_SECONDS)"
         )
+    # The handler first: a configuration problem it finds stops the daemon before it connects.
+    handler = handler_factory(settings)
     pool = db.create_pool(settings, f"soulworker {worker_id}"[:63])
     await pool.open(wait=False)
-    handler = handler_factory(settings)
     worker = Worker(
         settings,
         JobStore(pool, lease_seconds=settings.lease_seconds),

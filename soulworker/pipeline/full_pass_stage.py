@@ -1,0 +1,243 @@
+"""Stage 5, full pass (60–95 % by batches): facts from every chunk, resumable per batch.
+
+The plan (see ``full_pass_plan``) is saved before the first call. Each batch's facts are saved as
+soon as they arrive, in their own fenced transaction, so a resumed job never asks for a batch it
+already has. Batches run with bounded concurrency (the job's slice of the model client's limit).
+
+Per batch (DESIGN §12): a refusal skips the batch and counts it; an answer cut off is asked again
+with a larger limit, then the batch is split in halves (bounded); past that it is a transient
+failure of the attempt, and the retry resumes from the saved batches.
+
+On a soft stop (shutdown) no new batch is started; the ones in flight finish and are saved, then
+the job is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from soulworker.llm.errors import ModelRefused, ModelTruncated
+from soulworker.llm.schemas import FACT_EXTRACTION
+from soulworker.logs import get_logger
+from soulworker.pipeline import prompts
+from soulworker.pipeline.chunk_layout import ChunkLayout
+from soulworker.pipeline.full_pass_plan import ChunkStat, FullPassPlan, plan_full_pass
+from soulworker.pipeline.import_run import ImportRun
+from soulworker.pipeline.memory import empty_facts
+from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
+from soulworker.pipeline.stages import FULL_PASS
+from soulworker.queue.errors import JobControl, JobError, ReleaseRequested, TransientJobError
+from soulworker.sql_files import query
+
+log = get_logger(__name__)
+
+PLAN_ARTIFACT = "full_pass_plan"
+FACTS_PREFIX = "facts:"
+EXTRACTION_MAX_TOKENS = 6_000
+EXTRACTION_RETRY_MAX_TOKENS = 12_000
+# A batch still cut off at the larger limit is split in halves, at most this many times.
+MAX_SPLIT_DEPTH = 3
+
+
+def facts_artifact(batch_number: int) -> str:
+    return f"{FACTS_PREFIX}{batch_number:06d}"
+
+
+class FullPassStage:
+    spec = FULL_PASS
+
+    def is_done(self, run: ImportRun) -> bool:
+        return run.stage_done(FULL_PASS.name)
+
+    async def run(self, run: ImportRun) -> None:
+        started = time.monotonic()
+        ctx = run.ctx
+        job = ctx.job
+        progress = run.progress(FULL_PASS)
+        async with ctx.transaction() as tx:
+            await tx.conn.execute(
+                query("profile_full_pass_started"), {"user_id": job.user_id, "job_id": job.id}
+            )
+        await progress.begin()
+
+        parse_output = await ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
+        layout = ChunkLayout.from_json(parse_output.get("chunk_layout"))
+        plan = await self._plan(run, layout)
+        done = {name for name, _ in await ctx.artifacts(FACTS_PREFIX)}
+        pending = [n for n in range(len(plan.batches)) if facts_artifact(n) not in done]
+        counter = _Counter(done=len(plan.batches) - len(pending), total=len(plan.batches))
+        log.info(
+            "full pass planned",
+            batches=len(plan.batches),
+            already_done=counter.done,
+            chunks=plan.selected_chunks,
+            input_tokens=plan.selected_tokens,
+            left_out_chunks=plan.left_out.get("chunks", 0),
+        )
+
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for number in pending:
+            queue.put_nowait(number)
+        workers = max(1, min(run.settings.model_concurrency_per_job, len(pending)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._work(run, plan, layout, queue, counter))
+        except BaseExceptionGroup as failures:
+            raise most_telling(failures) from None
+        if not queue.empty():
+            raise ReleaseRequested("released between full-pass batches for shutdown")
+
+        saved = [content for _, content in await ctx.artifacts(FACTS_PREFIX)]
+        summary = {
+            **plan.summary(),
+            "refused_batches": sum(1 for batch in saved if batch.get("refused_parts")),
+            "split_batches": sum(1 for batch in saved if batch.get("splits")),
+        }
+        run.result["full_pass"] = summary
+        await ctx.save_checkpoint(
+            {FULL_PASS.name: {"done": True, "batches": len(plan.batches)}},
+            stage=FULL_PASS.name,
+            percent=FULL_PASS.end,
+            label=FULL_PASS.label,
+            result={
+                "full_pass": summary,
+                **run.usage_result(),
+                **run.record_stage_seconds(FULL_PASS.name, time.monotonic() - started),
+            },
+        )
+
+    async def _plan(self, run: ImportRun, layout: ChunkLayout) -> FullPassPlan:
+        saved = await run.ctx.artifact(PLAN_ARTIFACT)
+        if saved:
+            return FullPassPlan.from_json(saved)
+        async with run.store_connection() as conn:
+            cur = await conn.execute(query("full_pass_chunk_stats"), {"job_id": run.ctx.job.id})
+            stats = [
+                ChunkStat(
+                    chunk_index=row["chunk_index"],
+                    token_count=row["token_count"] or 0,
+                    message_count=row["message_count"] or 0,
+                    is_recent=bool(row["is_recent"]),
+                    created_at=row["created_at"],
+                    overlap_chars=layout.overlap(row["chunk_index"]),
+                )
+                async for row in cur
+            ]
+        plan = plan_full_pass(
+            stats,
+            batch_tokens=run.settings.full_pass_batch_tokens,
+            budget_tokens=run.settings.full_pass_token_budget,
+        )
+        async with run.ctx.transaction() as tx:
+            await tx.put_artifact(PLAN_ARTIFACT, plan.to_json())
+        return plan
+
+    async def _work(
+        self,
+        run: ImportRun,
+        plan: FullPassPlan,
+        layout: ChunkLayout,
+        queue: asyncio.Queue[int],
+        counter: _Counter,
+    ) -> None:
+        ctx = run.ctx
+        progress = run.progress(FULL_PASS)
+        while not queue.empty():
+            if ctx.release_requested:
+                return
+            number = queue.get_nowait()
+            facts, refused, splits = await self._extract(run, layout, plan.batches[number], 0)
+            async with ctx.transaction() as tx:
+                await tx.put_artifact(
+                    facts_artifact(number),
+                    {"facts": facts, "refused_parts": refused, "splits": splits},
+                )
+                await tx.advance(
+                    stage=FULL_PASS.name,
+                    percent=int(FULL_PASS.percent((counter.done + 1) / max(counter.total, 1))),
+                    label=FULL_PASS.label,
+                    result=run.usage_result(),
+                )
+            counter.done += 1
+            await progress.report(counter.done / max(counter.total, 1))
+
+    async def _extract(
+        self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int], depth: int
+    ) -> tuple[dict[str, list[Any]], int, int]:
+        """Facts of one batch: ``(facts, refused batches, splits)``."""
+        assert run.model is not None
+        excerpts = await self._excerpts(run, layout, chunk_indexes)
+        content = prompts.fact_extraction_content(excerpts)
+        for max_tokens in (EXTRACTION_MAX_TOKENS, EXTRACTION_RETRY_MAX_TOKENS):
+            try:
+                answer = await run.model.structured(
+                    purpose="fact_extraction",
+                    model=run.settings.full_pass_model,
+                    system=prompts.FACT_EXTRACTION_SYSTEM,
+                    content=content,
+                    schema=FACT_EXTRACTION,
+                    max_tokens=max_tokens,
+                )
+                return answer.data, 0, 0
+            except ModelRefused:
+                log.warning("the model declined a fact batch; skipped", chunks=len(chunk_indexes))
+                return empty_facts(), 1, 0
+            except ModelTruncated:
+                log.warning("fact batch answer cut off", chunks=len(chunk_indexes), depth=depth)
+        if len(chunk_indexes) < 2 or depth >= MAX_SPLIT_DEPTH:
+            raise TransientJobError(
+                "The model's answers were cut off repeatedly while building deep memory; "
+                "it will be retried.",
+                code="model_truncated",
+            )
+        half = len(chunk_indexes) // 2
+        first, refused_a, splits_a = await self._extract(
+            run, layout, chunk_indexes[:half], depth + 1
+        )
+        second, refused_b, splits_b = await self._extract(
+            run, layout, chunk_indexes[half:], depth + 1
+        )
+        merged = {key: list(first.get(key, [])) + list(second.get(key, [])) for key in first}
+        return merged, refused_a + refused_b, 1 + splits_a + splits_b
+
+    async def _excerpts(
+        self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int]
+    ) -> list[str]:
+        async with run.store_connection() as conn:
+            cur = await conn.execute(
+                query("full_pass_chunk_texts"),
+                {"job_id": run.ctx.job.id, "chunk_indexes": list(chunk_indexes)},
+            )
+            rows = await cur.fetchall()
+        return [layout.new_text(row["chunk_index"], row["content"]) for row in rows]
+
+
+def most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one failure of concurrent batches that decides the attempt's outcome.
+
+    A stop (lease lost, cancel, release) outranks an error with a message for the user, which
+    outranks anything else; the others were side effects (batches cancelled by the first).
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [failures]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for kind in (JobControl, JobError):
+        for exc in leaves:
+            if isinstance(exc, kind):
+                return exc
+    return leaves[0]
+
+
+class _Counter:
+    def __init__(self, *, done: int, total: int) -> None:
+        self.done = done
+        self.total = total

@@ -1,0 +1,144 @@
+"""The import pipeline as a job handler: a list of resumable stages the queue runs in order.
+
+Each stage marks itself done in the checkpoint in the same transaction as its results, so a
+retried or rescued job skips what is finished (and never pays for a model call twice). The
+process-wide pieces — the temp workspace, the HTTP client, the model client — are made once per
+worker process here and shared by all its jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from soulworker.llm.client import ModelClient, ModelClientConfig
+from soulworker.llm.pricing import PriceTable
+from soulworker.llm.retry import RetryPolicy
+from soulworker.llm.usage import UsageLedger
+from soulworker.logs import get_logger
+from soulworker.pipeline.download_stage import DownloadStage
+from soulworker.pipeline.finish_stage import FinishStage
+from soulworker.pipeline.full_pass_stage import FullPassStage
+from soulworker.pipeline.import_run import ImportRun, Stage
+from soulworker.pipeline.parse_stage import ParseStage
+from soulworker.pipeline.quick_pass_stage import QuickPassStage
+from soulworker.pipeline.storage_download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
+from soulworker.queue.context import JobContext
+from soulworker.settings import Settings, SettingsError
+from soulworker.tempfiles import WorkspaceRoot
+
+log = get_logger(__name__)
+
+
+class ImportPipeline:
+    def __init__(self, settings: Settings, stages: list[Stage]) -> None:
+        self.settings = settings
+        self.stages = stages
+        self.storage = storage_config(settings)
+        self.model = model_client(settings)
+        self.workspace = WorkspaceRoot.open()
+        cleanup = self.workspace.cleanup
+        if cleanup.workspaces_removed:
+            log.info(
+                "removed temp files left by dead workers",
+                workspaces=cleanup.workspaces_removed,
+                files=cleanup.files_removed,
+                bytes=cleanup.bytes_removed,
+            )
+        self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        with self.workspace.job_file(ctx.job.id, ".export") as export_path:
+            ledger = previous_usage(ctx.job.result)
+            run = ImportRun(
+                ctx=ctx,
+                settings=self.settings,
+                http=self.http,
+                export_path=export_path,
+                storage=self.storage,
+                ledger=ledger,
+                model=self.model.for_job(
+                    ledger, max_concurrent_calls=self.settings.model_concurrency_per_job
+                )
+                if self.model
+                else None,
+                result=dict(ctx.job.result),
+            )
+            for stage in self.stages:
+                if stage.is_done(run):
+                    log.info("stage already done; skipped", stage=stage.spec.name)
+                    continue
+                log.info("stage started", stage=stage.spec.name)
+                await stage.run(run)
+                log.info("stage finished", stage=stage.spec.name)
+        return run.result
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self.model is not None:
+            await self.model.aclose()
+        self.workspace.close()
+
+
+def storage_config(settings: Settings) -> StorageConfig:
+    """The Storage client's configuration, checked at start so a bad one stops the daemon."""
+    if not settings.supabase_url or not settings.supabase_service_key:
+        raise SettingsError(
+            "SUPABASE_URL and SUPABASE_SERVICE_KEY must be set for the worker to download exports"
+        )
+    try:
+        return StorageConfig(settings.supabase_url, settings.supabase_service_key)
+    except StorageConfigError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def model_client(settings: Settings) -> ModelClient | None:
+    """The process's model client; None when the model stages are off.
+
+    Without a key the daemon refuses to start: running the pipeline up to the first model call
+    and failing every job there would waste every upload.
+    """
+    if not settings.model_stages:
+        return None
+    if not settings.anthropic_api_key:
+        raise SettingsError(
+            "ANTHROPIC_API_KEY must be set for the model stages "
+            "(or set SOULWORKER_MODEL_STAGES=off to run everything but the model calls)"
+        )
+    try:
+        prices = (
+            PriceTable.from_json(settings.model_prices)
+            if settings.model_prices
+            else PriceTable.defaults()
+        )
+    except ValueError as exc:
+        raise SettingsError(f"SOULWORKER_MODEL_PRICES: {exc}") from None
+    config = ModelClientConfig(
+        api_key=settings.anthropic_api_key,
+        base_url=settings.anthropic_base_url,
+        request_timeout_seconds=settings.model_timeout_seconds,
+        max_concurrent_calls=settings.model_concurrency,
+        retry=RetryPolicy(retry_after_cap_seconds=settings.model_retry_after_cap_seconds),
+    )
+    return ModelClient(config, prices=prices)
+
+
+def previous_usage(result: dict[str, Any]) -> UsageLedger:
+    """The usage of earlier attempts, so the job's cost covers every call it paid for."""
+    try:
+        return UsageLedger.from_dict(result["model_usage"])
+    except (KeyError, ValueError):
+        return UsageLedger()
+
+
+def pipeline_stages(settings: Settings) -> list[Stage]:
+    stages: list[Stage] = [DownloadStage(), ParseStage()]
+    if settings.model_stages:
+        stages += [QuickPassStage(), FullPassStage(), FinishStage()]
+    return stages
+
+
+def create_handler(settings: Settings) -> ImportPipeline:
+    """The default handler of ``soulworker run``."""
+    return ImportPipeline(settings, pipeline_stages(settings))

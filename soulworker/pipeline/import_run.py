@@ -1,0 +1,80 @@
+"""One attempt of one import: the things every stage needs, in one place.
+
+The pipeline builds an :class:`ImportRun` per attempt and hands it to each stage in turn. Stages
+talk to the database and the queue only through ``run.ctx`` (fenced, throttled) and keep what the
+next stage needs either in the checkpoint (small, no personal data) or in the job's artifacts
+(personal working data such as the quick-pass sample).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from soulworker.llm.client import ModelClient
+from soulworker.llm.usage import UsageLedger
+from soulworker.pipeline.cost import cost_summary
+from soulworker.pipeline.stages import StageProgress, StageSpec
+from soulworker.pipeline.storage_download import StorageConfig
+from soulworker.queue.context import JobContext
+from soulworker.queue.store import Connection
+from soulworker.settings import Settings
+
+
+@dataclass
+class ImportRun:
+    ctx: JobContext
+    settings: Settings
+    http: httpx.AsyncClient
+    export_path: Path
+    storage: StorageConfig
+    model: ModelClient | None = None
+    ledger: UsageLedger = field(default_factory=UsageLedger)
+    result: dict[str, Any] = field(default_factory=dict)
+    downloaded: bool = False
+
+    @property
+    def job_started(self) -> datetime:
+        """The fallback time for conversations without any (DESIGN §12): the job's creation."""
+        return self.ctx.job.created_at
+
+    def store_connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A pooled connection for reads that need no fence (chunk texts, plans)."""
+        return self.ctx.store.pool.connection()
+
+    def usage_result(self) -> dict[str, Any]:
+        """The model usage so far, as written to the job result with each checkpoint."""
+        return {"model_usage": self.ledger.to_dict(), "cost": cost_summary(self.ledger)}
+
+    def progress(self, spec: StageSpec) -> StageProgress:
+        return StageProgress(self.ctx, spec)
+
+    def stage_done(self, name: str) -> bool:
+        entry = self.ctx.checkpoint.get(name)
+        return isinstance(entry, dict) and bool(entry.get("done"))
+
+    def record_stage_seconds(self, name: str, seconds: float) -> dict[str, Any]:
+        """Add a stage's duration to the result; return the patch to write with its checkpoint."""
+        durations = dict(self.result.get("stage_seconds") or {})
+        durations[name] = round(durations.get(name, 0.0) + seconds, 3)
+        self.result["stage_seconds"] = durations
+        return {"stage_seconds": durations}
+
+
+class Stage(Protocol):
+    """One resumable step of the import."""
+
+    spec: StageSpec
+
+    def is_done(self, run: ImportRun) -> bool:
+        """Whether an earlier attempt already finished this stage (from the checkpoint)."""
+        ...
+
+    async def run(self, run: ImportRun) -> None:
+        """Do the stage and, in the same transaction as its results, mark it done."""
+        ...
