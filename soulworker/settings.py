@@ -405,9 +405,10 @@ class Settings:
         _int_at_least(1000), group="model",
     )
     full_pass_token_budget: int = _knob(
-        "SOULWORKER_FULL_PASS_TOKEN_BUDGET", 4_000_000,
-        "Input tokens the full pass may spend per job; over it, the richest and most recent "
-        "chunks are chosen and the result says what was left out.",
+        "SOULWORKER_FULL_PASS_TOKEN_BUDGET", 2_000_000,
+        "Input tokens the full pass may spend per job (~$0.25 on Haiku 5.5, about 20 MB of "
+        "export); over it, the richest and most recent chunks are read and the result says "
+        "what was left out.",
         _int_at_least(1000), group="model",
     )
     persona_signal_chars: int = _knob(

@@ -40,6 +40,7 @@ class ChunkWriter:
         self._batch_bytes = 0
 
     async def start(self) -> None:
+        await self.conn.execute(query("use_fast_toast_compression"))
         await self.conn.execute(query("delete_job_chunks"), {"job_id": self.job_id})
 
     async def add(self, chunks: Sequence[Chunk]) -> range:

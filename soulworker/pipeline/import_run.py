@@ -49,7 +49,11 @@ class ImportRun:
 
     def usage_result(self) -> dict[str, Any]:
         """The model usage so far, as written to the job result with each checkpoint."""
-        return {"model_usage": self.ledger.to_dict(), "cost": cost_summary(self.ledger)}
+        cost = cost_summary(self.ledger)
+        export_mb = (self.result.get("uncompressed_bytes") or 0) / 1e6
+        if export_mb:
+            cost["input_tokens_per_export_mb"] = round(cost["total"]["input_tokens"] / export_mb)
+        return {"model_usage": self.ledger.to_dict(), "cost": cost}
 
     def progress(self, spec: StageSpec) -> StageProgress:
         return StageProgress(self.ctx, spec)

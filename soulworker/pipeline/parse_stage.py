@@ -63,6 +63,7 @@ class ParsePass:
         )
         self.persona = PersonaCollector(budget_chars=settings.persona_signal_chars)
         self.layout = ChunkLayout()
+        self.write_seconds = 0.0  # waiting on COPY, for the log: where a slow parse spends time
 
     async def take(self, raw: Any) -> None:
         """One raw conversation from the reader."""
@@ -105,7 +106,9 @@ class ParsePass:
             chunks = chunk_conversation(
                 conversation, now=self.now, fallback_created_at=self.fallback_time, tier=self.tier
             )
+            writing = time.perf_counter()
             indexes = await self.writer.add(chunks)
+            self.write_seconds += time.perf_counter() - writing
             self.layout.extend(indexes, chunks)
             self.sampler.offer(conversation)
             counts.conversations += 1
@@ -198,6 +201,7 @@ class ParseStage:
             bad_conversations=counts.bad_conversations,
             duplicates=counts.duplicates,
             seconds=round(time.monotonic() - started, 2),
+            write_seconds=round(parse.write_seconds, 2),
         )
 
 

@@ -1,0 +1,231 @@
+"""Model usage of an import: calls, tokens per MB of export, estimated cost, no text sent twice.
+
+Runs one job with the model stages on, through the real daemon and the real anthropic SDK, against
+the fake Messages API on loopback (tests/fakes/messages_api.py). The fake reports input tokens as
+the request's characters / 4 — the same estimate the pipeline budgets with; real Haiku 5.5 counts
+~30 % more for English text, so the table also shows that correction. The fake's answers are
+random words, so output tokens are taken from the estimator's stated assumptions
+(``soulworker/pipeline/cost_estimate.py``) rather than from the fake.
+
+Then it checks, from the recorded requests, that the full pass sent no chunk text twice: every
+stored chunk is in exactly one fact-extraction request, each without the overlap it repeats from
+the chunk before it (the overlap is recomputed from the stored chunks).
+
+    python bench/model_cost.py [--size 100MB] [--form zip-shards]
+
+Prices: the built-in list prices (USD per million tokens): claude-haiku-5-5 $0.10 in / $0.50 out
+(prompts up to 100K tokens), claude-haiku-4-5 $1 / $5 (the model the seeds named), for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.generate_export import parse_size  # noqa: E402
+from bench.pipeline_throughput import export_file  # noqa: E402
+from soulworker.llm.pricing import PriceTable  # noqa: E402
+from soulworker.llm.usage import CallUsage  # noqa: E402
+from soulworker.pipeline.cost_estimate import (  # noqa: E402
+    FACT_OUTPUT_MAX_TOKENS,
+    FACT_OUTPUT_RATIO,
+    SOULPRINT_OUTPUT_TOKENS,
+)
+from tests import pg  # noqa: E402
+from tests.fakes.export_generator import ExportForm  # noqa: E402
+from tests.fakes.messages_api import FakeMessagesAPI  # noqa: E402
+from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
+
+EXCERPT = re.compile(r'<conversation_data index="\d+">\n(.*?)\n</conversation_data>', re.DOTALL)
+# Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (platform-facts §4).
+HAIKU_5_5_TOKEN_FACTOR = 1.3
+
+
+def overlap_length(previous: str, current: str, header: int) -> int:
+    """How much of ``current``'s body (after ``header`` chars) repeats the end of ``previous``."""
+    body = current[header:]
+    for length in range(min(len(previous), len(body)), 0, -1):
+        if previous.endswith(body[:length]):
+            return length
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="100MB")
+    parser.add_argument("--form", default="zip-shards", choices=[f.value for f in ExportForm])
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    server = pg.find_server()
+    if server is None:
+        print(pg.HOW_TO_RUN, file=sys.stderr)
+        return 2
+    export = export_file(parse_size(args.size), ExportForm(args.form), args.seed)
+    with pg.scratch_database(server) as url, StorageServer() as storage, FakeMessagesAPI() as api:
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SUPABASE_URL": storage.url,
+            "SUPABASE_SERVICE_KEY": FAKE_SERVICE_JWT,
+            "ANTHROPIC_API_KEY": "sk-ant-bench-0123456789",
+            "ANTHROPIC_BASE_URL": api.base_url,
+            "SOULWORKER_LOG_LEVEL": "warning",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "soulworker", "migrate"],
+            env=env,
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        )
+        user = uuid.uuid4()
+        storage.put_file("imports", f"{user}/{export.name}", export)
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute(
+                "insert into import_jobs (user_id, storage_path) values (%s, %s)",
+                (user, f"imports/{user}/{export.name}"),
+            )
+        subprocess.run(
+            [sys.executable, "-m", "soulworker", "run", "--drain"],
+            env=env,
+            cwd=REPO_ROOT,
+            check=True,
+        )
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            job = conn.execute("select status, last_error, result from import_jobs").fetchone()
+            chunks = conn.execute(
+                "select chunk_index, conversation_id, title, content from conversation_chunks "
+                "order by chunk_index"
+            ).fetchall()
+        assert job is not None
+        if job["status"] != "succeeded":
+            raise SystemExit(f"the job did not succeed: {job['last_error']}")
+        requests = api.message_requests
+        report(export, job["result"], requests, chunks)
+    return 0
+
+
+def report(
+    export: Path, result: dict[str, Any], requests: list[Any], chunks: list[dict[str, Any]]
+) -> None:
+    mb = result["uncompressed_bytes"] / 1e6
+    calls = Counter(request.purpose for request in requests)
+    input_tokens: Counter[str] = Counter()
+    for request in requests:
+        input_tokens[request.purpose] += -(-len(request.text) // 4)
+    output_tokens: Counter[str] = Counter()
+    for request in requests:
+        output_tokens[request.purpose] += estimated_output(request)
+
+    print(f"date: {datetime.now(UTC):%Y-%m-%d}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"export: {export.name}, {export.stat().st_size / 1e6:.1f} MB file, {mb:.1f} MB JSON, "
+        f"{result['conversations']} conversations, {result['chunks']} chunks"
+    )
+    print()
+    print(
+        "| purpose | calls | input tokens (chars/4) | input tokens per MB | "
+        "output tokens (estimated) |"
+    )
+    print("|---|---|---|---|---|")
+    for purpose in sorted(calls):
+        print(
+            f"| {purpose} | {calls[purpose]} | {input_tokens[purpose]:,} | "
+            f"{input_tokens[purpose] / mb:,.0f} | {output_tokens[purpose]:,} |"
+        )
+    total_in, total_out = sum(input_tokens.values()), sum(output_tokens.values())
+    print(
+        f"| **total** | {sum(calls.values())} | {total_in:,} | {total_in / mb:,.0f} | "
+        f"{total_out:,} |"
+    )
+    print()
+    table = PriceTable.defaults()
+    for model, factor in (("claude-haiku-5-5", HAIKU_5_5_TOKEN_FACTOR), ("claude-haiku-4-5", 1.0)):
+        usd = Decimal(0)
+        for request in requests:
+            usage = CallUsage(
+                model,
+                input_tokens=int(-(-len(request.text) // 4) * factor),
+                output_tokens=int(estimated_output(request) * factor),
+            )
+            cost = table.cost_usd(usage)
+            usd += cost or Decimal(0)
+        note = f" (tokens ×{factor} for its tokenizer)" if factor != 1.0 else ""
+        print(
+            f"estimated cost at list prices, {model}{note}: ${usd:.4f} "
+            f"(${usd / Decimal(str(mb)):.5f} per MB of export)"
+        )
+    print(f"job result cost (fake's usage, default model): {result['cost']['total']}")
+    print()
+    check_no_text_sent_twice(requests, chunks, result)
+
+
+def estimated_output(request: Any) -> int:
+    """Output tokens by the estimator's assumptions (the fake's answers are random words)."""
+    if request.purpose in ("quick_pass", "soulprint_v2"):
+        return SOULPRINT_OUTPUT_TOKENS
+    return min(FACT_OUTPUT_MAX_TOKENS, int(-(-len(request.text) // 4) * FACT_OUTPUT_RATIO))
+
+
+def check_no_text_sent_twice(
+    requests: list[Any], chunks: list[dict[str, Any]], result: dict[str, Any]
+) -> None:
+    excerpts = [
+        text
+        for request in requests
+        if request.purpose == "fact_extraction"
+        for text in EXCERPT.findall(request.text)
+    ]
+    sent = Counter(excerpts)
+    expected: list[str] = []
+    full_chars = 0
+    previous: dict[str, Any] | None = None
+    for chunk in chunks:
+        content = chunk["content"]
+        full_chars += len(content)
+        header = content.index("\n") + 1
+        if previous is not None and previous["conversation_id"] == chunk["conversation_id"]:
+            label = re.match(r"(User|Assistant) \(continued\): ", content[header:])
+            body_start = header + (label.end() if label else 0)
+            overlap = overlap_length(previous["content"], content, body_start)
+            expected.append(content[:body_start] + content[body_start + overlap :])
+        else:
+            expected.append(content)
+        previous = chunk
+    repeated = [text for text, n in sent.items() if n > 1]
+    missing = [text for text in expected if text not in sent]
+    sent_chars = sum(len(text) for text in excerpts)
+    print(
+        f"fact-extraction excerpts sent: {len(excerpts)} for {len(chunks)} stored chunks "
+        f"({result['full_pass'].get('chunks_read')} planned)"
+    )
+    print(f"excerpts sent more than once: {len(repeated)}")
+    print(f"chunks not sent exactly as stored minus their overlap: {len(missing)}")
+    print(
+        f"characters sent: {sent_chars:,}; sending whole chunks would have been {full_chars:,} "
+        f"({(full_chars - sent_chars) / max(full_chars, 1):.1%} saved by stripping overlaps)"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
