@@ -11,6 +11,7 @@ at once (status 128 + signal number); jobs still held are rescued when their lea
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 
@@ -37,6 +38,11 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
         )
     # The handler first: a configuration problem it finds stops the daemon before it connects.
     handler = handler_factory(settings)
+    # Everything imported so far (the SDKs, pydantic models: ~170K objects) lives as long as the
+    # process. Freezing it keeps the garbage collector from scanning it again and again while a
+    # parse allocates millions of short-lived objects.
+    gc.collect()
+    gc.freeze()
     pool = db.create_pool(settings, f"soulworker {worker_id}"[:63])
     await pool.open(wait=False)
     worker = Worker(

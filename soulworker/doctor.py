@@ -53,11 +53,11 @@ from psycopg.rows import DictRow
 
 from soulworker import db
 from soulworker.logs import redact_text
-from soulworker.migrate import checksum, pending_migrations
+from soulworker.migrate import migration_status
 from soulworker.pipeline.storage_download import StorageConfig, StorageConfigError
 from soulworker.queue.listener import CHANNEL
 from soulworker.settings import GIB, Settings, SettingsError, unknown_variables
-from soulworker.sql_files import migration_files
+from soulworker.sql_files import query
 from soulworker.tempfiles import WorkspaceError, WorkspaceRoot
 
 if TYPE_CHECKING:
@@ -554,10 +554,7 @@ async def check_database(context: DoctorContext) -> Outcome:
             target=target.describe(),
         )
     try:
-        cur = await conn.execute(
-            "select current_setting('server_version_num')::int as num, "
-            "current_setting('server_version') as version"
-        )
+        cur = await conn.execute(query("server_version"))
         row = await cur.fetchone()
         ssl_in_use = bool(conn.pgconn.ssl_in_use)
     finally:
@@ -731,7 +728,7 @@ async def check_listen(context: DoctorContext) -> Outcome:
         sender = await _open_connection(settings)
         try:
             started = time.monotonic()
-            await sender.execute("select pg_notify(%s, %s)", (channel, payload))
+            await sender.execute(query("notify"), {"channel": channel, "payload": payload})
         finally:
             await sender.close()
         async for notify in listener.notifies(timeout=LISTEN_WAIT_SECONDS):
@@ -760,27 +757,12 @@ async def check_migrations(context: DoctorContext) -> Outcome:
     settings = _database_settings(context)
     if isinstance(settings, Outcome):
         return settings
-    files = migration_files()
     conn = await _open_connection(settings)
     try:
-        pending = await pending_migrations(conn)
-        recorded: dict[str, str] = {}
-        cur = await conn.execute(
-            "select to_regclass('soulworker_migrations') is not null as present"
-        )
-        row = await cur.fetchone()
-        if row is not None and row["present"]:
-            cur = await conn.execute("select name, checksum from soulworker_migrations")
-            recorded = {r["name"]: r["checksum"] for r in await cur.fetchall()}
+        status = await migration_status(conn)
     finally:
         await conn.close()
-    texts = dict(files)
-    changed = sorted(
-        name
-        for name, recorded_sum in recorded.items()
-        if name in texts and recorded_sum != checksum(texts[name])
-    )
-    unknown = sorted(name for name in recorded if name not in texts)
+    files, pending, changed, unknown = status.files, status.pending, status.changed, status.unknown
     details = {
         "files": len(files),
         "applied": len(files) - len(pending),

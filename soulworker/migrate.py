@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.rows import DictRow
 
 from soulworker.logs import get_logger
-from soulworker.sql_files import migration_files
+from soulworker.sql_files import migration_files, query
 
 log = get_logger(__name__)
 
@@ -32,13 +32,15 @@ MIGRATION_LOCK_KEY = int.from_bytes(
 # Long enough for a busy table's short transactions to finish, short enough not to stall a deploy.
 MIGRATION_LOCK_TIMEOUT = "30s"
 
-_BOOKKEEPING = """
-create table if not exists soulworker_migrations (
-    name text primary key,
-    checksum text not null,
-    applied_at timestamptz not null default now()
-)
-"""
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """How a database's applied migrations compare with this version's files."""
+
+    files: list[str]
+    pending: list[str]  # files not applied yet
+    changed: list[str]  # applied, but the file differs now
+    unknown: list[str]  # applied by a newer version of soulworker (no such file here)
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,12 @@ async def migrate(
     already: list[str] = []
     changed: list[str] = []
     async with conn.transaction():
-        await conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        await conn.execute(query("migrations_lock"), {"key": MIGRATION_LOCK_KEY})
         await conn.execute(
             sql.SQL("set local lock_timeout = {}").format(sql.Literal(MIGRATION_LOCK_TIMEOUT))
         )
-        await conn.execute(_BOOKKEEPING)
-        cur = await conn.execute("select name, checksum from soulworker_migrations")
-        recorded = {row["name"]: row["checksum"] for row in await cur.fetchall()}
+        await conn.execute(query("migrations_table"))
+        recorded = await applied_migrations(conn)
         for name, text in files:
             if name in recorded:
                 already.append(name)
@@ -77,8 +78,7 @@ async def migrate(
             log.info("applying migration", migration=name)
             await conn.execute(text)  # our own file, see sql_files
             await conn.execute(
-                "insert into soulworker_migrations (name, checksum) values (%s, %s)",
-                (name, checksum(text)),
+                query("record_migration"), {"name": name, "checksum": checksum(text)}
             )
             applied.append(name)
         if default_max_attempts is not None:
@@ -96,12 +96,32 @@ async def migrate(
     return MigrationReport(applied, already, changed)
 
 
-async def pending_migrations(conn: psycopg.AsyncConnection[DictRow]) -> list[str]:
-    """Names of migration files not yet applied (all of them on a fresh database)."""
-    cur = await conn.execute("select to_regclass('soulworker_migrations') is not null as present")
+async def applied_migrations(conn: psycopg.AsyncConnection[DictRow]) -> dict[str, str]:
+    """``{file name: checksum}`` of what was applied; empty on a never-migrated database."""
+    cur = await conn.execute(query("migrations_table_exists"))
     row = await cur.fetchone()
     if not row or not row["present"]:
-        return [name for name, _ in migration_files()]
-    cur = await conn.execute("select name from soulworker_migrations")
-    done = {r["name"] for r in await cur.fetchall()}
-    return [name for name, _ in migration_files() if name not in done]
+        return {}
+    cur = await conn.execute(query("migrations_applied"))
+    return {r["name"]: r["checksum"] for r in await cur.fetchall()}
+
+
+async def migration_status(conn: psycopg.AsyncConnection[DictRow]) -> MigrationStatus:
+    files = migration_files()
+    texts = dict(files)
+    recorded = await applied_migrations(conn)
+    return MigrationStatus(
+        files=[name for name, _ in files],
+        pending=[name for name, _ in files if name not in recorded],
+        changed=sorted(
+            name
+            for name, digest in recorded.items()
+            if name in texts and digest != checksum(texts[name])
+        ),
+        unknown=sorted(name for name in recorded if name not in texts),
+    )
+
+
+async def pending_migrations(conn: psycopg.AsyncConnection[DictRow]) -> list[str]:
+    """Names of migration files not yet applied (all of them on a fresh database)."""
+    return (await migration_status(conn)).pending

@@ -16,6 +16,7 @@ import psycopg
 from soulworker import __version__
 from soulworker.cli import (
     doctor_command,
+    import_command,
     migrate_command,
     operator_commands,
     run_command,
@@ -25,7 +26,14 @@ from soulworker.cli.common import CommandError, fail
 from soulworker.logs import redact_text
 from soulworker.settings import SettingsError
 
-COMMANDS = (run_command, migrate_command, operator_commands, settings_command, doctor_command)
+COMMANDS = (
+    run_command,
+    migrate_command,
+    operator_commands,
+    settings_command,
+    doctor_command,
+    import_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

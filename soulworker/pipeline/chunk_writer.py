@@ -62,7 +62,7 @@ class ChunkWriter:
                     chunk.token_count,
                 )
             )
-            self._batch_bytes += len(chunk.content) + len(chunk.title)
+            self._batch_bytes += utf8_size(chunk.content) + utf8_size(chunk.title)
             self.next_index += 1
         if len(self._batch) >= BATCH_MAX_ROWS or self._batch_bytes >= BATCH_MAX_BYTES:
             await self.flush()
@@ -98,3 +98,10 @@ class ChunkWriter:
             query("replace_user_chunks"), {"user_id": self.user_id, "job_id": self.job_id}
         )
         return cur.rowcount
+
+
+def utf8_size(text: str) -> int:
+    """Bytes ``text`` takes on the wire. CJK or emoji text is 3-4 bytes a character, so
+    counting characters would let a batch grow to four times its bound; ``isascii`` is a flag
+    check in CPython, so the common ASCII case costs no encoding."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))

@@ -73,15 +73,22 @@ def estimate_model_cost(
         "full_pass": _stage(table, settings.full_pass_model, batch_inputs, batch_outputs),
         "finish": _stage(table, settings.quick_pass_model, [v2_input], [SOULPRINT_OUTPUT_TOKENS]),
     }
-    total = {
+    total: dict[str, Any] = {
         key: sum(stage[key] for stage in stages.values())
         for key in ("calls", "input_tokens", "output_tokens")
     }
     usd = sum((Decimal(str(stage["usd"])) for stage in stages.values()), Decimal(0))
+    total["usd"] = float(round(usd, 6))
+    # Without this a total that leaves out an unpriced stage would read as the whole cost.
+    unpriced = sorted(
+        {stage["unpriced_model"] for stage in stages.values() if "unpriced_model" in stage}
+    )
+    if unpriced:
+        total["unpriced_models"] = unpriced
     return {
         "estimate": True,
         "by_stage": stages,
-        "total": {**total, "usd": float(round(usd, 6))},
+        "total": total,
         "full_pass": plan.summary(),
         "assumptions": {
             "chars_per_token": CHARS_PER_TOKEN,

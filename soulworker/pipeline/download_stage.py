@@ -11,12 +11,20 @@ import time
 
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.stages import DOWNLOAD, PARSE
-from soulworker.pipeline.storage_download import download_export
+from soulworker.pipeline.storage_download import (
+    DEFAULT_RETRY_POLICY,
+    RetryPolicy,
+    download_export,
+)
 from soulworker.pipeline.storage_path import parse_storage_path
 
 
 class DownloadStage:
     spec = DOWNLOAD
+
+    def __init__(self, retry: RetryPolicy = DEFAULT_RETRY_POLICY) -> None:
+        # The download's own retries (before the job-level retry); tests pass faster waits.
+        self.retry = retry
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(PARSE.name)
@@ -25,14 +33,16 @@ class DownloadStage:
         started = time.monotonic()
         settings = run.settings
         job = run.ctx.job
+        # Enter the stage first, so a refused path is recorded as a download failure in the
+        # job's error history (not under no stage at all).
+        progress = run.progress(DOWNLOAD)
+        await progress.begin()
         path = parse_storage_path(
             job.storage_path,
             user_id=job.user_id,
             allowed_buckets=settings.storage_buckets,
             require_user_folder=settings.require_user_folder,
         )
-        progress = run.progress(DOWNLOAD)
-        await progress.begin()
 
         async def report(done: int, total: int | None) -> None:
             if total:
@@ -45,6 +55,7 @@ class DownloadStage:
             max_bytes=settings.max_export_bytes,
             progress=report,
             client=run.http,
+            retry=self.retry,
         )
         await progress.report(1.0)
         run.downloaded = True

@@ -21,6 +21,10 @@ class SeenConversation:
     mapping_size: int
     chunk_indexes: range
     message_count: int
+    # What the copy added to the job's counts besides its messages, so a replacement can take
+    # it back out. Almost always 0 and the shared empty tuple: no per-conversation cost.
+    truncated_messages: int = 0
+    unknown_content_types: tuple[tuple[str, int], ...] = ()
 
 
 class Verdict(Enum):
@@ -60,9 +64,17 @@ class DuplicateResolver:
         mapping_size: int,
         chunk_indexes: range,
         message_count: int,
+        *,
+        truncated_messages: int = 0,
+        unknown_content_types: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self._seen[conversation_id] = SeenConversation(
-            _when(update_time), mapping_size, chunk_indexes, message_count
+            _when(update_time),
+            mapping_size,
+            chunk_indexes,
+            message_count,
+            truncated_messages,
+            unknown_content_types,
         )
 
     def __len__(self) -> int:

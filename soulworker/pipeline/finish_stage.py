@@ -6,8 +6,9 @@
    forever, whatever the model answers.
 2. MEMORY is rendered by our code under its five headings.
 3. The five sections are regenerated with MEMORY as context (and a larger sample rebuilt from the
-   stored chunks of the best conversations). If that fails, the quick pass's sections stay and the
-   result says why.
+   stored chunks of the best conversations). They keep the quick pass's ``ai_name`` and
+   ``archetype``, which the columns of those names go on showing. If that fails, the quick pass's
+   sections stay and the result says why.
 4. One transaction writes ``memory_md``, the sections, ``full_pass_*``, ``import_cost_json`` and
    ``import_status = complete`` with the checkpoint.
 
@@ -40,7 +41,11 @@ from soulworker.pipeline.memory import (
     render_memory,
 )
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
-from soulworker.pipeline.quick_pass_stage import ask_for_soulprint, stats_for_prompt
+from soulworker.pipeline.quick_pass_stage import (
+    QUICK_SECTIONS_ARTIFACT,
+    ask_for_soulprint,
+    stats_for_prompt,
+)
 from soulworker.pipeline.soulprint import section_columns, soulprint_text
 from soulworker.pipeline.stages import FINISH
 from soulworker.queue.errors import JobError
@@ -63,7 +68,13 @@ V2_ARTIFACT = "v2_sections"
 REDUCED_PREFIX = "reduced:"
 # Failures that end the attempt even where a model answer is optional: retrying cannot help,
 # and going on would only meet them again.
-FATAL_MODEL_CODES = frozenset({"model_spend_limit", "model_auth_failed"})
+FATAL_MODEL_CODES = frozenset(
+    {"model_spend_limit", "model_auth_failed", "model_permission_denied"}
+)
+# Identity fields the v2 sections take from the quick pass. The user met the companion under
+# its quick-pass name, and the ai_name and archetype columns keep it; a v2 identity with another
+# name would make the chat's header and its system prompt (soulprint_text) disagree.
+STABLE_IDENTITY_FIELDS = ("ai_name", "archetype")
 
 
 class FinishStage:
@@ -90,13 +101,13 @@ class FinishStage:
         columns: dict[str, Any] = dict.fromkeys(
             ("soul_md", "identity_md", "user_md", "agents_md", "tools_md", "soulprint_text")
         )
+        quick = await ctx.artifact(QUICK_SECTIONS_ARTIFACT)
         if sections is not None:
+            sections = keep_quick_pass_identity(sections, quick)
             columns.update(section_columns(sections))
             columns["soulprint_text"] = soulprint_text(sections, memory_md)
-        else:
-            quick = await ctx.artifact("quick_pass_sections")
-            if quick:
-                columns["soulprint_text"] = soulprint_text(quick, memory_md)
+        elif quick:
+            columns["soulprint_text"] = soulprint_text(quick, memory_md)
         usage = run.usage_result()
         finish_result = {
             "facts": fact_counts(facts),
@@ -105,7 +116,15 @@ class FinishStage:
         }
         if degraded:
             finish_result["degraded"] = degraded
-        run.result["finish"] = finish_result
+        # The pipeline returns run.result as the job's final result, merged over what the
+        # checkpoints wrote: it must hold this attempt's usage, not the one it started from.
+        outcome = {
+            "finish": finish_result,
+            "facts": sum(fact_counts(facts).values()),
+            **usage,
+            **run.record_stage_seconds(FINISH.name, time.monotonic() - started),
+        }
+        run.result.update(outcome)
         async with ctx.transaction() as tx:
             await tx.conn.execute(
                 query("profile_finished"),
@@ -122,12 +141,7 @@ class FinishStage:
                 percent=FINISH.end,
                 label=FINISH.label,
                 checkpoint={FINISH.name: {"done": True}},
-                result={
-                    "finish": finish_result,
-                    "facts": sum(fact_counts(facts).values()),
-                    **usage,
-                    **run.record_stage_seconds(FINISH.name, time.monotonic() - started),
-                },
+                result=outcome,
             )
 
     async def _reduce(self, run: ImportRun, facts: Facts, degraded: list[dict[str, str]]) -> Facts:
@@ -235,6 +249,20 @@ class FinishStage:
             parts.append(text)
             used += len(text) + 2
         return "\n\n".join(parts)
+
+
+def keep_quick_pass_identity(
+    sections: dict[str, Any], quick: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The v2 ``sections`` with the quick pass's name and archetype (``STABLE_IDENTITY_FIELDS``)."""
+    quick_identity = (quick or {}).get("identity")
+    if not isinstance(quick_identity, dict):
+        return sections
+    identity = dict(sections["identity"])
+    for name in STABLE_IDENTITY_FIELDS:
+        if name in quick_identity:
+            identity[name] = quick_identity[name]
+    return {**sections, "identity": identity}
 
 
 def _reduction_batches(category: str, items: Sequence[Any]) -> list[list[Any]]:

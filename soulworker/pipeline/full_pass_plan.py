@@ -84,10 +84,13 @@ class FullPassPlan:
 
 
 def select_chunks(stats: Sequence[ChunkStat], budget_tokens: int) -> list[ChunkStat]:
-    """All chunks when they fit the budget; else the richest and most recent that do."""
+    """All chunks when they fit the budget; else the richest and most recent that do.
+
+    Either way in stored order (``chunk_index``), whatever order ``stats`` came in.
+    """
     total = sum(stat.new_tokens + EXCERPT_OVERHEAD_TOKENS for stat in stats)
     if total <= budget_tokens:
-        return list(stats)
+        return sorted(stats, key=lambda s: s.chunk_index)
     ranked = sorted(
         stats,
         key=lambda s: (s.is_recent, s.message_count, s.created_at, -s.chunk_index),

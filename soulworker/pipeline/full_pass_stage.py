@@ -97,17 +97,18 @@ class FullPassStage:
             "refused_batches": sum(1 for batch in saved if batch.get("refused_parts")),
             "split_batches": sum(1 for batch in saved if batch.get("splits")),
         }
-        run.result["full_pass"] = summary
+        outcome = {
+            "full_pass": summary,
+            **run.usage_result(),
+            **run.record_stage_seconds(FULL_PASS.name, time.monotonic() - started),
+        }
+        run.result.update(outcome)  # kept in step with the job row (see FinishStage)
         await ctx.save_checkpoint(
             {FULL_PASS.name: {"done": True, "batches": len(plan.batches)}},
             stage=FULL_PASS.name,
             percent=FULL_PASS.end,
             label=FULL_PASS.label,
-            result={
-                "full_pass": summary,
-                **run.usage_result(),
-                **run.record_stage_seconds(FULL_PASS.name, time.monotonic() - started),
-            },
+            result=outcome,
         )
 
     async def _plan(self, run: ImportRun, layout: ChunkLayout) -> FullPassPlan:
@@ -151,18 +152,23 @@ class FullPassStage:
                 return
             number = queue.get_nowait()
             facts, refused, splits = await self._extract(run, layout, plan.batches[number], 0)
-            async with ctx.transaction() as tx:
-                await tx.put_artifact(
-                    facts_artifact(number),
-                    {"facts": facts, "refused_parts": refused, "splits": splits},
-                )
-                await tx.advance(
-                    stage=FULL_PASS.name,
-                    percent=int(FULL_PASS.percent((counter.done + 1) / max(counter.total, 1))),
-                    label=FULL_PASS.label,
-                    result=run.usage_result(),
-                )
-            counter.done += 1
+            # One batch commits at a time: the usage written is a snapshot of the shared ledger,
+            # and a snapshot taken earlier must never commit after a later one.
+            async with counter.commit_lock:
+                usage = run.usage_result()
+                async with ctx.transaction() as tx:
+                    await tx.put_artifact(
+                        facts_artifact(number),
+                        {"facts": facts, "refused_parts": refused, "splits": splits},
+                    )
+                    await tx.advance(
+                        stage=FULL_PASS.name,
+                        percent=int(FULL_PASS.percent((counter.done + 1) / max(counter.total, 1))),
+                        label=FULL_PASS.label,
+                        result=usage,
+                    )
+                    await run.write_cost(tx.conn, usage["cost"])
+                counter.done += 1
             await progress.report(counter.done / max(counter.total, 1))
 
     async def _extract(
@@ -241,3 +247,4 @@ class _Counter:
     def __init__(self, *, done: int, total: int) -> None:
         self.done = done
         self.total = total
+        self.commit_lock = asyncio.Lock()

@@ -8,6 +8,7 @@ next stage needs either in the checkpoint (small, no personal data) or in the jo
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from soulworker.pipeline.storage_download import StorageConfig
 from soulworker.queue.context import JobContext
 from soulworker.queue.store import Connection
 from soulworker.settings import Settings
+from soulworker.sql_files import query
 
 
 @dataclass
@@ -48,12 +50,26 @@ class ImportRun:
         return self.ctx.store.pool.connection()
 
     def usage_result(self) -> dict[str, Any]:
-        """The model usage so far, as written to the job result with each checkpoint."""
+        """The model usage so far, as written to the job result with each checkpoint.
+
+        Also kept in ``self.result``: the pipeline's final result is merged into the job row
+        last, so it must never carry an older usage than the checkpoints wrote.
+        """
         cost = cost_summary(self.ledger)
         export_mb = (self.result.get("uncompressed_bytes") or 0) / 1e6
         if export_mb:
             cost["input_tokens_per_export_mb"] = round(cost["total"]["input_tokens"] / export_mb)
-        return {"model_usage": self.ledger.to_dict(), "cost": cost}
+        usage = {"model_usage": self.ledger.to_dict(), "cost": cost}
+        self.result.update(usage)
+        return usage
+
+    async def write_cost(self, conn: Connection, cost: dict[str, Any]) -> None:
+        """Mirror the cost so far to ``user_profiles.import_cost_json`` (in the caller's tx)."""
+        job = self.ctx.job
+        await conn.execute(
+            query("profile_cost"),
+            {"import_cost_json": json.dumps(cost), "user_id": job.user_id, "job_id": job.id},
+        )
 
     def progress(self, spec: StageSpec) -> StageProgress:
         return StageProgress(self.ctx, spec)

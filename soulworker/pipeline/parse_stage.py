@@ -26,7 +26,7 @@ from soulworker.pipeline.chunk_layout import ChunkLayout
 from soulworker.pipeline.chunk_writer import ChunkWriter
 from soulworker.pipeline.chunker import chunk_conversation
 from soulworker.pipeline.conversation import ChunkTier, Conversation
-from soulworker.pipeline.duplicates import DuplicateResolver, Verdict
+from soulworker.pipeline.duplicates import DuplicateResolver, SeenConversation, Verdict
 from soulworker.pipeline.export_errors import EmptyExport
 from soulworker.pipeline.export_reader import ExportLimits, ExportReader
 from soulworker.pipeline.import_run import ImportRun
@@ -76,15 +76,11 @@ class ParsePass:
     def _linearize(self, raw: Any) -> Conversation | None:
         counts = self.counts
         try:
-            conversation = linearize(raw, max_message_bytes=self.max_message_bytes)
+            return linearize(raw, max_message_bytes=self.max_message_bytes)
         except BadConversation as bad:
             counts.bad_conversations += 1
             counts.bad_conversation_reasons[bad.code] += 1
             return None
-        counts.truncated_messages += conversation.stats.truncated_messages
-        for content_type, seen in conversation.stats.unknown_content_types:
-            counts.unknown_content_types[content_type] += seen
-        return conversation
 
     async def _keep(self, conversation: Conversation) -> None:
         counts = self.counts
@@ -98,9 +94,8 @@ class ParsePass:
             counts.duplicates += 1
             await self.writer.delete(previous.chunk_indexes)
             self.sampler.discard(conversation.id)
-            if previous.message_count:
-                counts.conversations -= 1
-                counts.messages -= previous.message_count
+            self._uncount(previous)
+        stats = conversation.stats
         indexes = range(0)
         if conversation.messages:
             chunks = chunk_conversation(
@@ -115,13 +110,35 @@ class ParsePass:
             counts.messages += len(conversation.messages)
         else:
             counts.conversations_without_dialogue += 1
+        # Counted for the copy kept only (and taken back out if a better copy comes), so the
+        # result describes what was imported, not every copy the export happened to hold.
+        counts.truncated_messages += stats.truncated_messages
+        for content_type, seen in stats.unknown_content_types:
+            counts.unknown_content_types[content_type] += seen
         self.duplicates.keep(
             conversation.id,
             conversation.update_time,
-            conversation.stats.mapping_size,
+            stats.mapping_size,
             indexes,
             len(conversation.messages),
+            truncated_messages=stats.truncated_messages,
+            unknown_content_types=stats.unknown_content_types,
         )
+
+    def _uncount(self, previous: SeenConversation) -> None:
+        """Take a replaced copy back out of the counts, whether or not it had dialogue."""
+        counts = self.counts
+        if previous.message_count:
+            counts.conversations -= 1
+            counts.messages -= previous.message_count
+        else:
+            counts.conversations_without_dialogue -= 1
+        counts.truncated_messages -= previous.truncated_messages
+        unknown = counts.unknown_content_types
+        for content_type, seen in previous.unknown_content_types:
+            unknown[content_type] -= seen
+            if unknown[content_type] <= 0:
+                del unknown[content_type]
 
     def artifact(self) -> dict[str, Any]:
         """What the model stages need from the export, so none of them reads it again."""
@@ -218,4 +235,3 @@ def empty_export_detail(counts: ParseCounts) -> str | None:
             "from you or the assistant"
         )
     return None
-

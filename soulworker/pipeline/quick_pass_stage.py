@@ -33,6 +33,8 @@ QUICK_PASS_MAX_TOKENS = 8_192  # the five sections are ~2-4K tokens; room for th
 QUICK_PASS_RETRY_MAX_TOKENS = 16_384
 # Conversations in the sample are separated by a blank line; shrinking cuts at one of them.
 SAMPLE_SEPARATOR = "\n\n"
+# The quick pass's answer, kept for the finish stage (which falls back to it).
+QUICK_SECTIONS_ARTIFACT = "quick_pass_sections"
 
 
 def stats_for_prompt(result: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +123,11 @@ class QuickPassStage:
         sections = answer.data
         ai_name, archetype = identity_fields(sections)
         job = run.ctx.job
+        outcome = {
+            **run.usage_result(),
+            **run.record_stage_seconds(QUICK_PASS.name, time.monotonic() - started),
+        }
+        run.result.update(outcome)  # kept in step with the job row (see FinishStage)
         async with run.ctx.transaction() as tx:
             await tx.conn.execute(
                 query("profile_quick_ready"),
@@ -133,15 +140,13 @@ class QuickPassStage:
                     "job_id": job.id,
                 },
             )
-            await tx.put_artifact("quick_pass_sections", sections)
+            await tx.put_artifact(QUICK_SECTIONS_ARTIFACT, sections)
+            await run.write_cost(tx.conn, outcome["cost"])
             await tx.advance(
                 stage=QUICK_PASS.name,
                 percent=QUICK_PASS.end,
                 label=QUICK_PASS.label,
                 checkpoint={QUICK_PASS.name: {"done": True}},
-                result={
-                    **run.usage_result(),
-                    **run.record_stage_seconds(QUICK_PASS.name, time.monotonic() - started),
-                },
+                result=outcome,
             )
         log.info("soulprint ready (quick pass)", seconds=round(time.monotonic() - started, 2))

@@ -34,7 +34,10 @@ def section_columns(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str]
 
 def _known(value: Any) -> bool:
     if isinstance(value, str):
-        return bool(value.strip()) and value.strip().lower() != NOT_ENOUGH_DATA
+        # Models write the placeholder as asked, but not always in its exact case or without
+        # a final stop ("Not enough data."): any such spelling is still no data.
+        text = value.strip().rstrip(".!").strip().lower()
+        return bool(text) and text != NOT_ENOUGH_DATA
     if isinstance(value, list):
         return any(_known(item) for item in value)
     return value is not None

@@ -704,13 +704,11 @@ def _safe_code(value: object) -> str | None:
 
 
 def _too_large(limit: int, size: int | None) -> ExportTooLarge:
-    if size is None:
-        message = f"The export is larger than the {_human_bytes(limit)} limit."
-    else:
-        message = (
-            f"The export is {_human_bytes(size)}, larger than the {_human_bytes(limit)} limit."
-        )
-    return ExportTooLarge(message)
+    what = "larger" if size is None else f"{_human_bytes(size)}, larger"
+    return ExportTooLarge(
+        f"The export is {what} than the {_human_bytes(limit)} this service can import. "
+        "Please contact support."
+    )
 
 
 def _describe(reason: str) -> str:

@@ -35,6 +35,8 @@ class JobTransaction:
         self._context = context
         self.conn = conn
         self.checkpointed = False
+        # Merged into the context's copy only once the transaction has committed.
+        self._pending_checkpoint: dict[str, Any] = {}
 
     async def advance(
         self,
@@ -56,7 +58,12 @@ class JobTransaction:
             conn=self.conn,
         )
         self.checkpointed = self.checkpointed or bool(checkpoint)
+        self._pending_checkpoint.update(checkpoint or {})
         self._context.note_written(stage, percent, label)
+
+    @property
+    def committed_checkpoint(self) -> dict[str, Any]:
+        return self._pending_checkpoint
 
     async def put_artifact(self, name: str, content: Any) -> None:
         """Store personal working data for later stages (never in the job row itself)."""
@@ -135,6 +142,7 @@ class JobContext:
         async with self.store.fenced_transaction(self.job.fence) as conn:
             tx = JobTransaction(self, conn)
             yield tx
+        self.checkpoint.update(tx.committed_checkpoint)
         if tx.checkpointed:
             self.stop_if_requested()
 

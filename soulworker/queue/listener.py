@@ -18,10 +18,11 @@ import psycopg
 from soulworker import db
 from soulworker.logs import get_logger
 from soulworker.settings import Settings
+from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
-CHANNEL = "import_jobs"
+CHANNEL = "import_jobs"  # as in sql/queries/listen_for_jobs.sql and the trigger
 # How long to wait for notifications before proving the connection is alive with a query; a
 # half-open connection would otherwise wait forever.
 HEALTH_CHECK_SECONDS = 15.0
@@ -56,7 +57,7 @@ class Listener:
     async def _listen_once(self) -> None:
         conn = await db.connect(self.settings, self.application_name)
         try:
-            await conn.execute(f"listen {CHANNEL}")
+            await conn.execute(query("listen_for_jobs"))
             self.connections_made += 1
             self.connected.set()
             log.info("listening for new jobs", channel=CHANNEL, connection=self.connections_made)
@@ -66,7 +67,7 @@ class Listener:
                 async for _ in conn.notifies(timeout=HEALTH_CHECK_SECONDS):
                     self.wake()
                 await asyncio.wait_for(
-                    conn.execute("select 1"), timeout=HEALTH_CHECK_TIMEOUT_SECONDS
+                    conn.execute(query("connection_alive")), timeout=HEALTH_CHECK_TIMEOUT_SECONDS
                 )
         finally:
             self.connected.clear()

@@ -3,7 +3,7 @@
 with job as (
     update import_jobs
     set status = 'succeeded', finished_at = now(), progress_percent = 100,
-        result = result || %(result)s::jsonb, lease_expires_at = null
+        result = result || %(result)s::jsonb, lease_expires_at = null, last_error = null
     where id = %(job_id)s and attempt = %(attempt)s and lease_owner = %(owner)s
       and status = 'running'
     returning id, user_id

@@ -180,14 +180,15 @@ def test_listen_connection_is_restored_after_pg_terminate_backend(db_url: str) -
         terminated = query(
             db_url,
             "select pg_terminate_backend(pid) as ok from pg_stat_activity "
-            "where application_name like 'soulworker-listener%%'",
+            "where application_name like 'soulworker-listener%%' "
+            "and datname = current_database()",
         )
         assert terminated == [{"ok": True}]
         worker.wait_for_event("listening for new jobs", count=2, timeout=10)
         listeners = query(
             db_url,
             "select query from pg_stat_activity where application_name like "
-            "'soulworker-listener%%'",
+            "'soulworker-listener%%' and datname = current_database()",
         )
         assert len(listeners) == 1
 

@@ -1,0 +1,563 @@
+"""The local import from start to summary (see :mod:`soulworker.local` for the idea).
+
+1. **Database.** ``DATABASE_URL`` when set, else an embedded PostgreSQL in a temp directory,
+   stopped and removed at the end (kept with ``--keep-db``). The embedded one is migrated
+   automatically. A user's database is *not* migrated behind their back: when it lacks
+   migrations the command stops and says to run ``soulworker migrate``. On a user's database
+   the job is created for a fresh random user id and its rows are left there (the summary
+   says which), like any import the web app starts.
+2. **Storage.** The export is served by :class:`~soulworker.local_storage.LocalStorageServer`
+   on 127.0.0.1 with a random key, and the settings' ``SUPABASE_URL``/``SUPABASE_SERVICE_KEY``
+   point at it; the real download stage fetches it from there.
+3. **The job.** One row is inserted for the fresh user, with ``max_attempts = 1`` and the highest
+   priority, and the real :class:`~soulworker.queue.worker.Worker` (concurrency 1) runs it with
+   the real :class:`~soulworker.pipeline.handler.ImportPipeline`. Without model calls the stage
+   list is the daemon's (download, parse) plus
+   :class:`~soulworker.local.estimate_stage.CostEstimateStage`.
+4. **Progress** is read by polling the job row (:mod:`soulworker.local.progress`).
+5. **Results** are read back from the job row and ``user_profiles`` and written as files
+   (:mod:`soulworker.local.results`).
+
+Sharing a database with other jobs. A worker claims the best job in the table, not a given one.
+So that this command never runs (and so never fails) someone else's import, it refuses to start
+when the database already holds a queued or running job or another ``soulworker`` session (a
+daemon would also claim *this* job and look for the export in the real Storage). Its own job has
+the highest priority, so it is claimed first; the handler runs only that job (any other is
+released at once, attempt given back) and stops the worker as soon as it ends, so nothing
+inserted meanwhile is claimed after it.
+
+One attempt. A failure is final at once (``max_attempts = 1``): the model and storage clients
+already retry within a call, and for a person at a terminal running the command again is the
+retry; waiting minutes in a backoff would look like a hang.
+
+Ctrl-C (or SIGTERM) stops the worker, which releases the job at its next checkpoint (within
+the shutdown budget), then cancels the job with ``cancel_import_job`` so that nothing picks it
+up again. A second Ctrl-C exits at once; the embedded database is still stopped and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+from rich.console import Console
+
+from soulworker import db
+from soulworker.embedded_postgres import EmbeddedPostgres, PostgresUnavailable
+from soulworker.local.estimate_stage import CostEstimateStage
+from soulworker.local.progress import JobSnapshot, ProgressDisplay, make_display
+from soulworker.local.results import (
+    ALL_FILES,
+    MEMORY_FILE,
+    JobOutcome,
+    soulprint_files,
+    summary_lines,
+    write_files,
+)
+from soulworker.local_storage import LocalStorageServer, new_service_key
+from soulworker.logs import configure_logging
+from soulworker.migrate import migrate, pending_migrations
+from soulworker.pipeline.handler import ImportPipeline, pipeline_stages
+from soulworker.pipeline.import_run import Stage
+from soulworker.pipeline.storage_path import StoragePath, parse_storage_path
+from soulworker.queue.context import JobContext
+from soulworker.queue.errors import ReleaseRequested
+from soulworker.queue.store import Connection, JobStore
+from soulworker.queue.worker import RELEASE_GRACE_SECONDS, Worker
+from soulworker.settings import Settings, unknown_variables
+from soulworker.sql_files import query
+
+LOCAL_BUCKET = "imports"
+"""The bucket the web app uses; the job's storage_path looks exactly like a real one."""
+
+LOCAL_JOB_PRIORITY = 2**31 - 1
+"""The highest priority: on a shared database this job is claimed before any other."""
+
+LOCAL_MAX_ATTEMPTS = 1
+"""One attempt: a person at a terminal re-runs the command rather than wait out a backoff."""
+
+IMPORT_LOG_LEVEL = "error"
+"""The command reports progress and outcomes itself; routine log lines would only repeat them
+(SOULWORKER_LOG_LEVEL, when set, wins)."""
+
+WATCH_INTERVAL_SECONDS = 0.2
+"""How often the job row is polled for the display: smooth enough, one tiny query each time."""
+
+INTERRUPTED_EXIT_CODE = 130
+"""What shells report for a command stopped by Ctrl-C."""
+
+# Settings that differ for a local run unless the environment sets them explicitly:
+# (variable, Settings field, value, why).
+LOCAL_DEFAULTS: tuple[tuple[str, str, Any, str], ...] = (
+    ("SOULWORKER_PROGRESS_INTERVAL_SECONDS", "progress_interval_seconds", 0.25,
+     "a progress bar redraws several times a second; the web app's 1 s is too coarse"),
+    ("SOULWORKER_SHUTDOWN_SECONDS", "shutdown_seconds", 3.0,
+     "Ctrl-C should stop within seconds; a local job is not resumed by another worker"),
+)  # fmt: skip
+
+SOULWORKER_SESSIONS = "soulworker %"
+"""Every soulworker connection's application_name starts so (see soulworker.db)."""
+
+_OBJECT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_OBJECT_NAME_CHARS = 120
+"""The object name only labels the job; a long file name is cut to keep storage_path short."""
+
+
+class LocalImportError(Exception):
+    """The import could not run or did not succeed; one line for the user, and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class LocalImportRequest:
+    export: Path
+    out_dir: Path
+    dry_run: bool = False
+    keep_db: bool = False
+
+
+@dataclass
+class LocalRun:
+    """Everything one local import works with, decided before the job exists."""
+
+    request: LocalImportRequest
+    settings: Settings
+    user_id: uuid.UUID
+    storage_path: str
+    embedded: bool
+    model_calls_off: str | None
+    export_bytes: int
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr_console: Console = field(default_factory=lambda: Console(stderr=True))
+
+
+# --- preparation (synchronous, before the event loop)
+
+
+def check_export(path: Path) -> int:
+    """The export's size; LocalImportError (exit 2) when it is not a readable file."""
+    try:
+        if not path.exists():
+            raise LocalImportError(f"no such file: {path}", 2)
+        if not path.is_file():
+            raise LocalImportError(
+                f"{path} is not a file; give the export's .zip (or conversations.json)", 2
+            )
+        with path.open("rb") as handle:
+            handle.read(1)
+        return path.stat().st_size
+    except PermissionError:
+        raise LocalImportError(f"cannot read {path}: permission denied", 2) from None
+    except OSError as exc:
+        raise LocalImportError(f"cannot read {path}: {exc.strerror or exc}", 2) from None
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse, before any work, a --out that is a file or cannot be created or written."""
+    if path.exists():
+        if not path.is_dir():
+            raise LocalImportError(f"--out {path} is a file; give a folder", 2)
+        if not os.access(path, os.W_OK):
+            raise LocalImportError(f"cannot write to {path}: permission denied", 2)
+        return
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise LocalImportError(f"cannot create {path}: permission denied", 2)
+
+
+def object_name_for(path: Path) -> str:
+    """The file's name in Storage's character set (``[A-Za-z0-9._-]``), for readable logs."""
+    name = _OBJECT_NAME_UNSAFE.sub("-", path.name).strip(".-")[:MAX_OBJECT_NAME_CHARS]
+    return name or "export"
+
+
+def model_calls_off_reason(settings: Settings, *, dry_run: bool) -> str | None:
+    """Why the model stages will not run, or None when they will."""
+    if dry_run:
+        return "--dry-run"
+    if not settings.model_stages:
+        return "SOULWORKER_MODEL_STAGES=off"
+    if not settings.anthropic_api_key:
+        return "ANTHROPIC_API_KEY is not set"
+    return None
+
+
+def local_settings(
+    base: Settings,
+    *,
+    database_url: str,
+    storage_url: str,
+    service_key: str,
+    model_stages: bool,
+    environ: Mapping[str, str],
+) -> Settings:
+    """The daemon's settings, pointed at the local database and storage, for one job."""
+    changes: dict[str, Any] = {
+        "database_url": database_url,
+        "supabase_url": storage_url,
+        "supabase_service_key": service_key,
+        "storage_buckets": (LOCAL_BUCKET,),
+        "require_user_folder": True,
+        "model_stages": model_stages,
+        "concurrency": 1,
+    }
+    for variable, name, value, _why in LOCAL_DEFAULTS:
+        if variable not in environ:
+            changes[name] = value
+    return base.replace(**changes)
+
+
+class _CurrentStderr:
+    """A stream that writes to whatever ``sys.stderr`` is *now*.
+
+    rich's live display swaps ``sys.stderr`` for a proxy that prints above the bars; log lines
+    must go through it, or they would tear the display apart.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.__stderr__ is not None and sys.__stderr__.isatty()
+
+
+def configure_command_logging(settings: Settings, environ: Mapping[str, str]) -> None:
+    level = settings.log_level if "SOULWORKER_LOG_LEVEL" in environ else IMPORT_LOG_LEVEL
+    configure_logging(settings.log_format, level, stream=_CurrentStderr())  # type: ignore[arg-type]
+    for name in unknown_variables(environ):
+        # Printed, not logged: at the command's log level a warning would be dropped.
+        print(f"soulworker: warning: {name} is not a setting; is it misspelled?", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def local_database(settings: Settings, *, keep: bool) -> Iterator[EmbeddedPostgres | None]:
+    """None when DATABASE_URL is set; else a started embedded server, stopped afterwards."""
+    if settings.database_url:
+        yield None
+        return
+    server = EmbeddedPostgres(keep=keep)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        raise LocalImportError(str(exc), 2) from None
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the job
+
+
+class SingleJobHandler:
+    """The import pipeline for one job id; asks the worker to stop claiming once it ends."""
+
+    def __init__(self, pipeline: ImportPipeline) -> None:
+        self.pipeline = pipeline
+        self.job_id: uuid.UUID | None = None  # set once the job is inserted
+        self.on_done: Callable[[], None] = lambda: None
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        if self.job_id is None or ctx.job.id != self.job_id:
+            # Someone else's job: give it back untouched (attempt not charged).
+            raise ReleaseRequested("soulworker import runs only its own job")
+        try:
+            return await self.pipeline.run(ctx)
+        finally:
+            # Before the outcome is recorded, so the worker cannot claim anything after it.
+            self.on_done()
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
+
+
+def import_stages(settings: Settings) -> list[Stage]:
+    """The daemon's stages; plus the cost estimate when the model stages are off."""
+    stages = pipeline_stages(settings)
+    if not settings.model_stages:
+        stages.append(CostEstimateStage())
+    return stages
+
+
+async def prepare_database(conn: Connection, *, embedded: bool, settings: Settings) -> None:
+    """Migrate an embedded database; check that a user's one is current and quiet."""
+    if embedded:
+        await migrate(conn, default_max_attempts=settings.max_attempts)
+        return
+    pending = await pending_migrations(conn)
+    if pending:
+        raise LocalImportError(
+            f"the database at DATABASE_URL lacks {len(pending)} migration(s) "
+            f"({', '.join(pending)}): run `soulworker migrate` first, or unset DATABASE_URL "
+            "to use an embedded database"
+        )
+    cur = await conn.execute(query("count_active_jobs"))
+    row = await cur.fetchone()
+    active = int(row["n"]) if row else 0
+    if active:
+        raise LocalImportError(
+            f"the database at DATABASE_URL has {active} queued or running import job(s); "
+            "soulworker import would compete with them (soulworker jobs lists them). Use a "
+            "quiet database, or unset DATABASE_URL to use an embedded one"
+        )
+    cur = await conn.execute(
+        query("count_other_soulworker_sessions"), {"pattern": SOULWORKER_SESSIONS}
+    )
+    row = await cur.fetchone()
+    others = int(row["n"]) if row else 0
+    if others:
+        raise LocalImportError(
+            "another soulworker is connected to the database at DATABASE_URL; it would claim "
+            "this import's job. Stop it, or unset DATABASE_URL to use an embedded database"
+        )
+
+
+async def insert_job(conn: Connection, user_id: uuid.UUID, storage_path: str) -> uuid.UUID:
+    cur = await conn.execute(
+        query("insert_local_job"),
+        {
+            "user_id": user_id,
+            "storage_path": storage_path,
+            "priority": LOCAL_JOB_PRIORITY,
+            "max_attempts": LOCAL_MAX_ATTEMPTS,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    job_id: uuid.UUID = row["id"]
+    return job_id
+
+
+async def poll_job(conn: Connection, job_id: uuid.UUID) -> JobSnapshot:
+    cur = await conn.execute(query("job_progress"), {"job_id": job_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise LocalImportError("the import's job row disappeared from the database")
+    return JobSnapshot(row["status"], row["stage"], int(row["progress_percent"]))
+
+
+async def read_outcome(conn: Connection, job_id: uuid.UUID, user_id: uuid.UUID) -> JobOutcome:
+    cur = await conn.execute(query("job_outcome"), {"job_id": job_id})
+    job = await cur.fetchone()
+    assert job is not None
+    cur = await conn.execute(query("user_profile"), {"user_id": user_id})
+    profile = await cur.fetchone()
+    return JobOutcome(
+        job_id=job_id,
+        user_id=user_id,
+        status=job["status"],
+        last_error=job["last_error"],
+        result=dict(job["result"] or {}),
+        profile=dict(profile) if profile else None,
+    )
+
+
+async def watch(
+    conn: Connection,
+    job_id: uuid.UUID,
+    worker_task: asyncio.Task[None],
+    display: ProgressDisplay,
+) -> None:
+    """Show the job row until the worker has stopped."""
+    while True:
+        display.update(await poll_job(conn, job_id))
+        if worker_task.done():
+            break
+        await asyncio.wait({worker_task}, timeout=WATCH_INTERVAL_SECONDS)
+    worker_task.result()  # a crashed worker loop surfaces here
+
+
+async def cancel_after_interrupt(
+    local: LocalRun, job_id: uuid.UUID, worker: Worker, worker_task: asyncio.Task[None]
+) -> None:
+    """Stop the worker (the job is released), then cancel the job so nobody resumes it."""
+    worker.request_stop()
+    budget = local.settings.shutdown_seconds + RELEASE_GRACE_SECONDS + 1
+    await asyncio.wait({worker_task}, timeout=budget)
+    with contextlib.suppress(psycopg.Error):
+        async with await db.connect(local.settings, "soulworker import") as conn:
+            await conn.execute(query("cancel_job"), {"job_id": job_id})
+
+
+async def run_job(local: LocalRun) -> JobOutcome | None:
+    """Insert, run and watch the job; its outcome, or None when interrupted."""
+    settings = local.settings
+    pipeline = ImportPipeline(settings, import_stages(settings))  # checks the settings first
+    handler = SingleJobHandler(pipeline)
+    try:
+        conn = await db.connect(settings, "soulworker import")
+    except BaseException:
+        await handler.aclose()
+        raise
+    try:
+        await prepare_database(conn, embedded=local.embedded, settings=settings)
+        job_id = await insert_job(conn, local.user_id, local.storage_path)
+        handler.job_id = job_id
+        pool = db.create_pool(settings, "soulworker import")
+        await pool.open(wait=True, timeout=db.CONNECT_TIMEOUT_SECONDS)
+        worker = Worker(
+            settings,
+            JobStore(pool, lease_seconds=settings.lease_seconds),
+            handler,
+            db.worker_identity(),
+            listen=False,  # the job exists before the worker starts: its first claim finds it
+        )
+        handler.on_done = worker.request_stop
+        worker_task = asyncio.create_task(worker.run(drain=True), name="local-worker")
+        display = make_display(local.stderr_console, local.export_bytes)
+        succeeded = False
+        try:
+            await watch(conn, job_id, worker_task, display)
+            outcome = await read_outcome(conn, job_id, local.user_id)
+            succeeded = outcome.succeeded
+            return outcome
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            print("Interrupted: stopping the import…", file=sys.stderr, flush=True)
+            await cancel_after_interrupt(local, job_id, worker, worker_task)
+            return None
+        finally:
+            display.close(succeeded=succeeded)
+            if not worker_task.done():
+                worker_task.cancel()
+                await asyncio.gather(worker_task, return_exceptions=True)
+            await pool.close()
+    finally:
+        await handler.aclose()
+        await conn.close()
+
+
+async def run_job_with_signals(local: LocalRun) -> JobOutcome | None:
+    """:func:`run_job`, with SIGTERM treated like Ctrl-C (asyncio.run handles SIGINT)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_job(local)
+    except asyncio.CancelledError:
+        # Interrupted before the job existed: nothing to cancel.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+# --- the command
+
+
+def run_local_import(
+    request: LocalImportRequest,
+    *,
+    environ: Mapping[str, str],
+    stdout: TextIO | None = None,
+    stderr_console: Console | None = None,
+) -> int:
+    """The whole command; returns the exit code or raises LocalImportError / SettingsError."""
+    started = time.monotonic()
+    export_bytes = check_export(request.export)
+    check_out_dir(request.out_dir)
+    base = Settings.from_env(environ)
+    configure_command_logging(base, environ)
+    off = model_calls_off_reason(base, dry_run=request.dry_run)
+    user_id = uuid.uuid4()
+    storage_path = f"{LOCAL_BUCKET}/{user_id}/{object_name_for(request.export)}"
+    parsed: StoragePath = parse_storage_path(
+        storage_path, user_id=user_id, allowed_buckets=(LOCAL_BUCKET,)
+    )
+    out = stdout or sys.stdout
+    with (
+        local_database(base, keep=request.keep_db) as embedded,
+        LocalStorageServer(request.export, parsed, new_service_key()) as storage,
+    ):
+        settings = local_settings(
+            base,
+            database_url=embedded.url if embedded else base.require_database_url(),
+            storage_url=storage.url,
+            service_key=storage.service_key,
+            model_stages=off is None,
+            environ=environ,
+        )
+        local = LocalRun(
+            request=request,
+            settings=settings,
+            user_id=user_id,
+            storage_path=storage_path,
+            embedded=embedded is not None,
+            model_calls_off=off,
+            export_bytes=export_bytes,
+            stdout=out,
+            stderr_console=stderr_console or Console(stderr=True),
+        )
+        outcome = asyncio.run(run_job_with_signals(local))
+        if outcome is None:
+            return INTERRUPTED_EXIT_CODE
+        report(local, outcome, seconds=time.monotonic() - started)
+        if embedded is not None and request.keep_db:
+            print(f"Kept the embedded database in {embedded.directory}.", file=out)
+            print(f"  to use it again: {embedded.restart_hint()}", file=out)
+    if not outcome.succeeded:
+        reason = outcome.last_error or f"the job ended as {outcome.status}"
+        raise LocalImportError(f"the import failed: {reason}")
+    return 0
+
+
+def report(local: LocalRun, outcome: JobOutcome, *, seconds: float) -> None:
+    """The summary, the files, and where the rows are."""
+    out = local.stdout
+    request = local.request
+    files = soulprint_files(outcome.profile)
+    if outcome.succeeded:
+        for line in summary_lines(
+            outcome,
+            export_name=str(request.export),
+            seconds=seconds,
+            model_calls_off=local.model_calls_off,
+        ):
+            print(line, file=out)
+    try:
+        written = write_files(request.out_dir, files)
+    except OSError as exc:
+        raise LocalImportError(
+            f"could not write the soulprint to {request.out_dir}: {exc.strerror or exc}"
+        ) from None
+    if written:
+        names = ", ".join(path.name for path in written)
+        print(f"Wrote {names} to {request.out_dir}{'/' if request.out_dir.name else ''}", file=out)
+        if MEMORY_FILE not in files and local.model_calls_off is None:
+            print("  MEMORY.md was not written: the full pass did not finish.", file=out)
+    elif outcome.succeeded:
+        print(
+            f"No soulprint written: {', '.join(ALL_FILES)} come from the model calls "
+            f"({local.model_calls_off}). Set ANTHROPIC_API_KEY and run again to build them.",
+            file=out,
+        )
+    if not local.embedded:
+        print(
+            f"The job's rows stay in DATABASE_URL: job {outcome.job_id}, user {outcome.user_id}.",
+            file=out,
+        )
+    out.flush()

@@ -1,0 +1,1 @@
+select status, last_error, result from import_jobs where id = %(job_id)s

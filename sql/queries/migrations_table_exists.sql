@@ -1,0 +1,1 @@
+select to_regclass('soulworker_migrations') is not null as present

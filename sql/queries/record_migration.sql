@@ -1,0 +1,1 @@
+insert into soulworker_migrations (name, checksum) values (%(name)s, %(checksum)s)
