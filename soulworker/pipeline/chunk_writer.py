@@ -1,32 +1,36 @@
-"""Writing chunks to ``conversation_chunks`` with COPY, in batches, inside the parse transaction.
+"""Writing chunks to ``conversation_chunks`` with COPY, streamed, inside the parse transaction.
 
 Rows are numbered in the order they are produced (``chunk_index``); together with the job id that
-number is the table's unique key, so a job can never write a chunk twice. Batches are bounded in
-rows and in bytes, so memory stays flat and no single COPY statement runs long enough to meet the
-statement timeout, however large the export.
+number is the table's unique key, so a job can never write a chunk twice.
+
+Each row goes into an open COPY statement as soon as it is made, so the server stores chunks
+(compression, indexes, WAL) on its own core while this process parses the next conversations;
+buffering rows and sending them at once made the parse wait for the server instead. A statement
+is closed after ``BATCH_MAX_ROWS`` rows or ``BATCH_MAX_BYTES`` bytes, so no single COPY runs long
+enough to meet the statement timeout however large the export, and before any other statement
+on the connection (a COPY in progress admits none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from contextlib import AsyncExitStack
 from uuid import UUID
+
+from psycopg import AsyncCopy
 
 from soulworker.pipeline.conversation import Chunk
 from soulworker.queue.store import Connection
 from soulworker.sql_files import query
 
-# A batch is sent when it reaches either bound: ~4 MB keeps a COPY statement well under a second
-# and the buffer small, while being large enough that per-statement overhead does not matter.
+# A COPY statement ends at either bound: ~4 MB keeps each statement well under a second, while
+# being large enough that per-statement overhead does not matter.
 BATCH_MAX_ROWS = 2000
 BATCH_MAX_BYTES = 4 * 1024 * 1024
 
 _COLUMN_TYPES = [
     "uuid", "text", "text", "text", "int4", "timestamptz", "bool", "text", "uuid", "int4", "int4",
 ]  # fmt: skip
-
-Row = tuple[UUID, str, str, str, int, datetime, bool, str, UUID, int, int]
-
 
 class ChunkWriter:
     def __init__(self, conn: Connection, *, job_id: UUID, user_id: UUID) -> None:
@@ -36,18 +40,34 @@ class ChunkWriter:
         self.next_index = 0
         self.rows_written = 0
         self.bytes_written = 0
-        self._batch: list[Row] = []
-        self._batch_bytes = 0
+        self._copy: AsyncCopy | None = None
+        self._copy_stack = AsyncExitStack()
+        self._statement_rows = 0
+        self._statement_bytes = 0
+
+    async def __aenter__(self) -> ChunkWriter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """On an error, abort a COPY in progress so the transaction can roll back cleanly."""
+        self._copy = None
+        await self._copy_stack.__aexit__(*exc_info)  # type: ignore[arg-type]
+
+    @property
+    def copy_open(self) -> bool:
+        """Whether a COPY statement is in progress (rows sent, statement not yet ended)."""
+        return self._copy is not None
 
     async def start(self) -> None:
         await self.conn.execute(query("use_fast_toast_compression"))
         await self.conn.execute(query("delete_job_chunks"), {"job_id": self.job_id})
 
     async def add(self, chunks: Sequence[Chunk]) -> range:
-        """Queue ``chunks`` for writing; return the chunk indexes they were given."""
+        """Send ``chunks`` into the open COPY; return the chunk indexes they were given."""
         first = self.next_index
         for chunk in chunks:
-            self._batch.append(
+            copy = self._copy or await self._open()
+            await copy.write_row(
                 (
                     self.user_id,
                     chunk.conversation_id,
@@ -62,23 +82,31 @@ class ChunkWriter:
                     chunk.token_count,
                 )
             )
-            self._batch_bytes += utf8_size(chunk.content) + utf8_size(chunk.title)
+            size = utf8_size(chunk.content) + utf8_size(chunk.title)
+            self._statement_rows += 1
+            self._statement_bytes += size
+            self.bytes_written += size
             self.next_index += 1
-        if len(self._batch) >= BATCH_MAX_ROWS or self._batch_bytes >= BATCH_MAX_BYTES:
-            await self.flush()
+            if self._statement_rows >= BATCH_MAX_ROWS or self._statement_bytes >= BATCH_MAX_BYTES:
+                await self.flush()
         return range(first, self.next_index)
 
     async def flush(self) -> None:
-        if not self._batch:
+        """End the COPY statement in progress (the server confirms every row it was sent)."""
+        if self._copy is None:
             return
-        async with self.conn.cursor().copy(query("copy_chunks")) as copy:
-            copy.set_types(_COLUMN_TYPES)
-            for row in self._batch:
-                await copy.write_row(row)
-        self.rows_written += len(self._batch)
-        self.bytes_written += self._batch_bytes
-        self._batch.clear()
-        self._batch_bytes = 0
+        self._copy = None
+        await self._copy_stack.aclose()
+        self.rows_written += self._statement_rows
+        self._statement_rows = 0
+        self._statement_bytes = 0
+
+    async def _open(self) -> AsyncCopy:
+        cursor = self.conn.cursor()
+        copy = await self._copy_stack.enter_async_context(cursor.copy(query("copy_chunks")))
+        copy.set_types(_COLUMN_TYPES)
+        self._copy = copy
+        return copy
 
     async def delete(self, indexes: range) -> None:
         """Remove already-added chunks (a stale duplicate conversation)."""

@@ -168,26 +168,26 @@ class ParseStage:
         limits = ExportLimits(max_export_bytes=run.settings.max_export_bytes)
 
         async with run.ctx.transaction() as tx:
-            writer = ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id)
-            await writer.start()
-            parse = ParsePass(run, writer)
-            with ExportReader(run.export_path, limits=limits) as reader:
-                slice_started = last_report = time.monotonic()
-                for raw in reader:
-                    await parse.take(raw)
-                    clock = time.monotonic()
-                    if clock - slice_started >= YIELD_EVERY_SECONDS:
-                        if clock - last_report >= PROGRESS_EVERY_SECONDS:
-                            await progress.report(reader.progress)
-                            last_report = clock
-                        await asyncio.sleep(0)
-                        slice_started = time.monotonic()
-                parse.counts.skipped_items = reader.skipped_items
-                uncompressed_bytes = reader.uncompressed_bytes_read
+            async with ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id) as writer:
+                await writer.start()
+                parse = ParsePass(run, writer)
+                with ExportReader(run.export_path, limits=limits) as reader:
+                    slice_started = last_report = time.monotonic()
+                    for raw in reader:
+                        await parse.take(raw)
+                        clock = time.monotonic()
+                        if clock - slice_started >= YIELD_EVERY_SECONDS:
+                            if clock - last_report >= PROGRESS_EVERY_SECONDS:
+                                await progress.report(reader.progress)
+                                last_report = clock
+                            await asyncio.sleep(0)
+                            slice_started = time.monotonic()
+                    parse.counts.skipped_items = reader.skipped_items
+                    uncompressed_bytes = reader.uncompressed_bytes_read
+                await writer.flush()
             counts = parse.counts
             if counts.conversations == 0:
                 raise EmptyExport(empty_export_detail(counts))
-            await writer.flush()
             counts.chunks = writer.rows_written
             replaced = await writer.replace_previous_chunks()
             await tx.put_artifact(PARSE_OUTPUT_ARTIFACT, parse.artifact())

@@ -153,7 +153,12 @@ async def test_indexes_continue_across_calls_in_the_order_chunks_are_added(conn:
     ]
 
 
-async def test_a_batch_is_sent_when_it_reaches_the_row_bound(
+def copying(writer: ChunkWriter) -> bool:
+    """Read the property through a call, so the type checker does not pin its last value."""
+    return writer.copy_open
+
+
+async def test_a_copy_statement_ends_when_it_reaches_the_row_bound(
     conn: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(chunk_writer, "BATCH_MAX_ROWS", 3)
@@ -161,17 +166,18 @@ async def test_a_batch_is_sent_when_it_reaches_the_row_bound(
     async with conn.transaction():
         writer = ChunkWriter(conn, job_id=job, user_id=user)
         await writer.add([make_chunk(), make_chunk()])
-        assert await count(conn, user) == 0, "two rows stay in the buffer"
+        assert copying(writer), "rows stream into an open COPY statement"
         await writer.add([make_chunk()])
-        assert await count(conn, user) == 3, "the third row sends the batch"
-        await writer.add([make_chunk()])
+        assert not copying(writer), "the third row ends the statement"
         assert await count(conn, user) == 3
+        await writer.add([make_chunk()])
+        assert copying(writer)
         await writer.flush()
         assert await count(conn, user) == 4
         assert writer.rows_written == 4
 
 
-async def test_a_batch_is_sent_when_it_reaches_the_byte_bound_counting_utf8_bytes(
+async def test_a_copy_statement_ends_at_the_byte_bound_counting_utf8_bytes(
     conn: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(chunk_writer, "BATCH_MAX_BYTES", 1000)
@@ -179,15 +185,35 @@ async def test_a_batch_is_sent_when_it_reaches_the_byte_bound_counting_utf8_byte
     async with conn.transaction():
         writer = ChunkWriter(conn, job_id=job, user_id=user)
         await writer.add([make_chunk(content_body="x" * 500)])
-        assert await count(conn, user) == 0
+        assert copying(writer)
         await writer.add([make_chunk(content_body="y" * 600)])
-        assert await count(conn, user) == 2, "ASCII: 1,100 bytes pass the bound"
+        assert not copying(writer), "ASCII: 1,100 bytes pass the bound"
+        assert await count(conn, user) == 2
         # 400 characters of CJK are 1,200 bytes on the wire: over the bound by themselves.
         await writer.add([make_chunk(content_body="天" * 400)])
-        assert await count(conn, user) == 3, "the bound counts UTF-8 bytes, not characters"
+        assert not copying(writer), "the bound counts UTF-8 bytes, not characters"
+        assert await count(conn, user) == 3
         await writer.add([make_chunk(content_body="🍞" * 250)])  # 1,000 bytes: 250 characters
+        assert not copying(writer)
         assert await count(conn, user) == 4
         assert writer.bytes_written >= 500 + 600 + 1200 + 1000
+
+
+async def test_an_error_mid_copy_aborts_it_so_the_transaction_rolls_back_cleanly(
+    conn: Conn,
+) -> None:
+    user, job = uuid.uuid4(), uuid.uuid4()
+
+    class Interrupted(Exception):
+        pass
+
+    with pytest.raises(Interrupted):
+        async with conn.transaction(), ChunkWriter(conn, job_id=job, user_id=user) as writer:
+            await writer.add([make_chunk(), make_chunk()])
+            assert copying(writer)
+            raise Interrupted
+    assert await count(conn, user) == 0
+    assert conn.info.transaction_status.name == "IDLE", "the connection is usable again"
 
 
 async def test_delete_removes_a_range_including_rows_still_buffered(conn: Conn) -> None:
