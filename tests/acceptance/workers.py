@@ -47,6 +47,7 @@ class WorkerProcess:
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self._final_output: str | None = None
 
     def start(self) -> WorkerProcess:
         with self.log_file.open("wb") as log:
@@ -73,11 +74,17 @@ class WorkerProcess:
         return self.process.wait(timeout=timeout)
 
     def stop(self) -> None:
+        """Kill the process if it still runs and remove its log (assertion messages quote it)."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        if self.log_file.exists():
+            self._final_output = self.log_file.read_text(errors="replace")
+            self.log_file.unlink()
 
     def output(self) -> str:
+        if self._final_output is not None:
+            return self._final_output
         return self.log_file.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
