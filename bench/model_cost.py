@@ -25,7 +25,6 @@ import platform
 import re
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.generate_export import parse_size  # noqa: E402
 from bench.pipeline_throughput import export_file  # noqa: E402
+from bench.scratch_import import prepare_job, worker_env  # noqa: E402
 from soulworker.llm.pricing import PriceTable  # noqa: E402
 from soulworker.llm.usage import CallUsage  # noqa: E402
 from soulworker.pipeline.cost_estimate import (  # noqa: E402
@@ -50,7 +50,7 @@ from soulworker.pipeline.cost_estimate import (  # noqa: E402
 from tests import pg  # noqa: E402
 from tests.fakes.export_generator import ExportForm  # noqa: E402
 from tests.fakes.messages_api import FakeMessagesAPI  # noqa: E402
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
+from tests.fakes.storage_server import StorageServer  # noqa: E402
 
 EXCERPT = re.compile(r'<conversation_data index="\d+">\n(.*?)\n</conversation_data>', re.DOTALL)
 # Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (platform-facts §4).
@@ -78,29 +78,13 @@ def main() -> int:
         return 2
     export = export_file(parse_size(args.size), ExportForm(args.form), args.seed)
     with pg.scratch_database(server) as url, StorageServer() as storage, FakeMessagesAPI() as api:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "SUPABASE_URL": storage.url,
-            "SUPABASE_SERVICE_KEY": FAKE_SERVICE_JWT,
-            "ANTHROPIC_API_KEY": "sk-ant-bench-0123456789",
-            "ANTHROPIC_BASE_URL": api.base_url,
-            "SOULWORKER_LOG_LEVEL": "warning",
-        }
-        subprocess.run(
-            [sys.executable, "-m", "soulworker", "migrate"],
-            env=env,
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
+        env = worker_env(
+            url,
+            storage,
+            ANTHROPIC_API_KEY="sk-ant-bench-0123456789",
+            ANTHROPIC_BASE_URL=api.base_url,
         )
-        user = uuid.uuid4()
-        storage.put_file("imports", f"{user}/{export.name}", export)
-        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-            conn.execute(
-                "insert into import_jobs (user_id, storage_path) values (%s, %s)",
-                (user, f"imports/{user}/{export.name}"),
-            )
+        prepare_job(env, storage, export)
         subprocess.run(
             [sys.executable, "-m", "soulworker", "run", "--drain"],
             env=env,

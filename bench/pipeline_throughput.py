@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,9 +43,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.generate_export import parse_size  # noqa: E402
+from bench.scratch_import import prepare_job, worker_env  # noqa: E402
 from tests import pg  # noqa: E402
 from tests.fakes.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
+from tests.fakes.storage_server import StorageServer  # noqa: E402
 
 OUT = REPO_ROOT / "bench" / "out"
 SHARD = re.compile(r"^(?:.*/)?conversations(?:-(\d+))?\.json$")
@@ -137,30 +137,8 @@ def _tree_rss_kib(pid: int) -> int:
 def run_pipeline(export: Path, server_url: str, storage: StorageServer) -> dict[str, Any]:
     """One job through the daemon; returns timings and memory."""
     with pg.scratch_database(server_url) as url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "SUPABASE_URL": storage.url,
-            "SUPABASE_SERVICE_KEY": FAKE_SERVICE_JWT,
-            "SOULWORKER_MODEL_STAGES": "off",
-            "SOULWORKER_LOG_FORMAT": "json",
-            "SOULWORKER_LOG_LEVEL": "warning",
-        }
-        subprocess.run(
-            [sys.executable, "-m", "soulworker", "migrate"],
-            env=env,
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
-        )
-        user = uuid.uuid4()
-        name = f"{user}/{export.name}"
-        storage.put_file("imports", name, export)
-        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-            conn.execute(
-                "insert into import_jobs (user_id, storage_path) values (%s, %s)",
-                (user, f"imports/{name}"),
-            )
+        env = worker_env(url, storage, SOULWORKER_MODEL_STAGES="off", SOULWORKER_LOG_FORMAT="json")
+        prepare_job(env, storage, export)
         command = ["/usr/bin/time", "-v", sys.executable, "-m", "soulworker", "run", "--drain"]
         started = time.perf_counter()
         process = subprocess.Popen(

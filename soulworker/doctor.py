@@ -54,7 +54,11 @@ from psycopg.rows import DictRow
 from soulworker import db
 from soulworker.logs import redact_text
 from soulworker.migrate import migration_status
-from soulworker.pipeline.storage_download import StorageConfig, StorageConfigError
+from soulworker.pipeline.storage_download import (
+    STORAGE_AUTH_CODES,
+    StorageConfig,
+    StorageConfigError,
+)
 from soulworker.queue.listener import CHANNEL
 from soulworker.settings import GIB, Settings, SettingsError, unknown_variables
 from soulworker.sql_files import query
@@ -113,16 +117,6 @@ DEFAULT_MODEL_API_HOST = "api.anthropic.com"
 ERROR_BODY_MAX_BYTES = 64 * 1024
 """A Storage error body is a small JSON object; never read more of one."""
 
-_STORAGE_AUTH_CODES = frozenset(
-    {
-        "InvalidJWT",
-        "Unauthorized",
-        "AccessDenied",
-        "InvalidSignature",
-        "ExpiredToken",
-        "SignatureDoesNotMatch",
-    }
-)
 _SUPABASE_DIRECT_HOST = re.compile(r"^db\.[a-z0-9]+\.supabase\.co$")
 
 
@@ -955,7 +949,7 @@ def classify_bucket_response(status: int, body: bytes) -> str:
     if (
         status in (401, 403)
         or storage_status in (401, 403)
-        or codes & _STORAGE_AUTH_CODES
+        or codes & STORAGE_AUTH_CODES
         or "invalid api key" in message.lower()
     ):
         return "key_refused"

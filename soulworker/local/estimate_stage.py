@@ -18,49 +18,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from soulworker.llm.pricing import PriceTable
 from soulworker.pipeline.chunk_layout import ChunkLayout
 from soulworker.pipeline.cost_estimate import estimate_model_cost
 from soulworker.pipeline.finish_stage import FinishStage
-from soulworker.pipeline.full_pass_plan import ChunkStat
+from soulworker.pipeline.full_pass_stage import load_chunk_stats
+from soulworker.pipeline.handler import price_table
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.stages import PARSE, StageSpec
-from soulworker.settings import SettingsError
-from soulworker.sql_files import query
 
 RESULT_KEY = "cost_estimate"
 CHECKPOINT_KEY = "cost_estimate"
 # Not a stage of the job table's vocabulary: the job row keeps saying "parse" (stage=None below)
 # and only the profile's label changes, at the parse stage's final percent.
 ESTIMATE = StageSpec("cost_estimate", "Estimating model cost", PARSE.end, PARSE.end)
-
-
-def price_table(model_prices: str | None) -> PriceTable:
-    """The prices the model client would use (SOULWORKER_MODEL_PRICES over the list prices)."""
-    if not model_prices:
-        return PriceTable.defaults()
-    try:
-        return PriceTable.from_json(model_prices)
-    except ValueError as exc:
-        raise SettingsError(f"SOULWORKER_MODEL_PRICES: {exc}") from None
-
-
-async def chunk_stats(run: ImportRun, layout: ChunkLayout) -> list[ChunkStat]:
-    """The job's chunks as the full pass plans with them (same query, same overlap rule)."""
-    async with run.store_connection() as conn:
-        cur = await conn.execute(query("full_pass_chunk_stats"), {"job_id": run.ctx.job.id})
-        return [
-            ChunkStat(
-                chunk_index=row["chunk_index"],
-                token_count=row["token_count"] or 0,
-                message_count=row["message_count"] or 0,
-                is_recent=bool(row["is_recent"]),
-                created_at=row["created_at"],
-                overlap_chars=layout.overlap(row["chunk_index"]),
-            )
-            async for row in cur
-        ]
 
 
 class CostEstimateStage:
@@ -74,7 +45,7 @@ class CostEstimateStage:
         settings = run.settings
         parse_output: dict[str, Any] = await run.ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
         layout = ChunkLayout.from_json(parse_output.get("chunk_layout"))
-        stats = await chunk_stats(run, layout)
+        stats = await load_chunk_stats(run, layout)
         # The finish stage's own sample builder, so the v2 call is sized as it would really be.
         v2_sample = await FinishStage()._v2_sample(run, parse_output)
         estimate = estimate_model_cost(

@@ -115,19 +115,7 @@ class FullPassStage:
         saved = await run.ctx.artifact(PLAN_ARTIFACT)
         if saved:
             return FullPassPlan.from_json(saved)
-        async with run.store_connection() as conn:
-            cur = await conn.execute(query("full_pass_chunk_stats"), {"job_id": run.ctx.job.id})
-            stats = [
-                ChunkStat(
-                    chunk_index=row["chunk_index"],
-                    token_count=row["token_count"] or 0,
-                    message_count=row["message_count"] or 0,
-                    is_recent=bool(row["is_recent"]),
-                    created_at=row["created_at"],
-                    overlap_chars=layout.overlap(row["chunk_index"]),
-                )
-                async for row in cur
-            ]
+        stats = await load_chunk_stats(run, layout)
         plan = plan_full_pass(
             stats,
             batch_tokens=run.settings.full_pass_batch_tokens,
@@ -220,6 +208,23 @@ class FullPassStage:
             )
             rows = await cur.fetchall()
         return [layout.new_text(row["chunk_index"], row["content"]) for row in rows]
+
+
+async def load_chunk_stats(run: ImportRun, layout: ChunkLayout) -> list[ChunkStat]:
+    """The job's stored chunks as the full pass plans with them (no text, overlaps known)."""
+    async with run.store_connection() as conn:
+        cur = await conn.execute(query("full_pass_chunk_stats"), {"job_id": run.ctx.job.id})
+        return [
+            ChunkStat(
+                chunk_index=row["chunk_index"],
+                token_count=row["token_count"] or 0,
+                message_count=row["message_count"] or 0,
+                is_recent=bool(row["is_recent"]),
+                created_at=row["created_at"],
+                overlap_chars=layout.overlap(row["chunk_index"]),
+            )
+            async for row in cur
+        ]
 
 
 def most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:

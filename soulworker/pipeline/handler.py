@@ -106,14 +106,7 @@ def model_client(settings: Settings) -> ModelClient | None:
             "ANTHROPIC_API_KEY must be set for the model stages "
             "(or set SOULWORKER_MODEL_STAGES=off to run everything but the model calls)"
         )
-    try:
-        prices = (
-            PriceTable.from_json(settings.model_prices)
-            if settings.model_prices
-            else PriceTable.defaults()
-        )
-    except ValueError as exc:
-        raise SettingsError(f"SOULWORKER_MODEL_PRICES: {exc}") from None
+    prices = price_table(settings.model_prices)
     config = ModelClientConfig(
         api_key=settings.anthropic_api_key,
         base_url=settings.anthropic_base_url,
@@ -122,6 +115,16 @@ def model_client(settings: Settings) -> ModelClient | None:
         retry=RetryPolicy(retry_after_cap_seconds=settings.model_retry_after_cap_seconds),
     )
     return ModelClient(config, prices=prices)
+
+
+def price_table(model_prices: str | None) -> PriceTable:
+    """The prices costs are computed with: SOULWORKER_MODEL_PRICES over the list prices."""
+    if not model_prices:
+        return PriceTable.defaults()
+    try:
+        return PriceTable.from_json(model_prices)
+    except ValueError as exc:
+        raise SettingsError(f"SOULWORKER_MODEL_PRICES: {exc}") from None
 
 
 def previous_usage(result: dict[str, Any]) -> UsageLedger:

@@ -87,7 +87,7 @@ DEFAULT_WAIT: Callable[[tenacity.RetryCallState], float] = tenacity.wait_exponen
 _TRANSIENT_STORAGE_CODES = frozenset(
     {"SlowDown", "DatabaseTimeout", "DatabaseConnectionLimit", "LockTimeout", "ResourceLocked"}
 )
-_AUTH_STORAGE_CODES = frozenset(
+STORAGE_AUTH_CODES = frozenset(
     {
         "InvalidJWT",
         "Unauthorized",
@@ -657,7 +657,7 @@ def _classify(status: int, body: bytes, headers: httpx.Headers) -> Exception:
             "The export file was not found in storage: the upload may have failed or the file "
             "was deleted. Please upload the export again.",
         )
-    if effective in (401, 403) or codes & _AUTH_STORAGE_CODES:
+    if effective in (401, 403) or codes & STORAGE_AUTH_CODES:
         return permanent(
             StorageAuthFailed,
             "Supabase Storage refused the worker's key. An operator must check "
