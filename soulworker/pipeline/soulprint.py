@@ -43,8 +43,12 @@ def _known(value: Any) -> bool:
     return value is not None
 
 
+# Labels that Title Case gets wrong.
+LABELS = {"ai_name": "AI Name"}
+
+
 def _label(key: str) -> str:
-    return key.replace("_", " ").title()
+    return LABELS.get(key) or key.replace("_", " ").title()
 
 
 def section_markdown(name: str, section: Mapping[str, Any], *, heading_level: int = 2) -> str:
