@@ -28,6 +28,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, drain: bool) -> int:
+    # The handler first: a configuration problem it finds stops the daemon before anything else.
+    handler = handler_factory(settings)
     mode = db.database_mode(settings)
     worker_id = db.worker_identity()
     log.info("database mode", mode=mode.describe())
@@ -36,8 +38,6 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
             "DATABASE_URL is a transaction pooler: prepared statements off, LISTEN off "
             "(polling every SOULWORKER_POLL_SECONDS)"
         )
-    # The handler first: a configuration problem it finds stops the daemon before it connects.
-    handler = handler_factory(settings)
     # Everything imported so far (the SDKs, pydantic models: ~170K objects) lives as long as the
     # process. Freezing it keeps the garbage collector from scanning it again and again while a
     # parse allocates millions of short-lived objects.

@@ -54,6 +54,8 @@ from psycopg.rows import DictRow
 from soulworker import db
 from soulworker.logs import redact_text
 from soulworker.migrate import migration_status
+from soulworker.pipeline.export_reader import FAST_BACKEND as FAST_JSON_BACKEND
+from soulworker.pipeline.export_reader import fast_json_backend_problem
 from soulworker.pipeline.storage_download import (
     STORAGE_AUTH_CODES,
     StorageConfig,
@@ -100,9 +102,6 @@ LARGE_EXPORT_BYTES = 2 * GIB
 """A large real export: the predecessor's users had 1.1 GB and 1.8 GB ZIPs. Each running job
 holds one downloaded export in the temp directory (members are streamed, never extracted), so
 doctor warns when ``SOULWORKER_CONCURRENCY`` such exports would not fit at once."""
-
-FAST_JSON_BACKEND = "yajl2_c"
-"""ijson's C backend; the pure-Python fallback is about 10× slower (export-format research)."""
 
 PROBE_MODEL_SYSTEM = "soulworker doctor"
 PROBE_MODEL_TEXT = "Hello."
@@ -1106,16 +1105,14 @@ def model_failure(exc: ModelError, *, model: str, variable: str, host: str) -> O
 
 
 async def check_ijson(context: DoctorContext) -> Outcome:
-    """ijson's C backend (yajl2_c) is loaded.
-
-    NOTE: the export reader is to expose its own check (``require_fast_json_backend``); once it
-    exists this should call it, so doctor and the reader can never disagree.
-    """
+    """ijson's C backend (yajl2_c) is usable: the export reader's own check, so the two can
+    never disagree."""
+    problem = fast_json_backend_problem()
     backend = str(getattr(ijson, "backend_name", "unknown"))
-    if backend == FAST_JSON_BACKEND:
+    if problem is None:
         return ok(f"ijson uses the {FAST_JSON_BACKEND} C backend", backend=backend)
     return fail(
-        f"ijson uses the {backend!r} backend, about 10× slower than {FAST_JSON_BACKEND}",
+        f"ijson's {FAST_JSON_BACKEND} backend is missing; parsing would be about 10× slower",
         "reinstall ijson from a binary wheel (pip install --force-reinstall --only-binary=ijson "
         "ijson) or install libyajl2",
         backend=backend,

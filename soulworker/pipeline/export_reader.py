@@ -86,6 +86,7 @@ from soulworker.pipeline.export_sniff import (
     sniff,
 )
 from soulworker.pipeline.export_zip import check_members, exceeds_ratio, find_conversation_members
+from soulworker.settings import SettingsError
 
 FAST_BACKEND = "yajl2_c"
 """ijson's C backend: ~10x any other (research/export-format.md §5)."""
@@ -125,8 +126,9 @@ list" (event-level parsing runs ~30 MB/s: about two seconds at most)."""
 _CONVERSATIONS_PREFIX = {b"[": "item", b"{": "conversations.item"}
 
 
-class SlowJsonBackend(RuntimeError):
-    """ijson's C backend is missing: parsing would silently run 10x slower."""
+class SlowJsonBackend(SettingsError):
+    """ijson's C backend is missing: parsing would silently run 10x slower. A SettingsError so
+    that the daemon refuses to start with one line, like any other unusable environment."""
 
 
 def fast_json_backend_problem() -> str | None:

@@ -18,6 +18,7 @@ from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.usage import UsageLedger
 from soulworker.logs import get_logger
 from soulworker.pipeline.download_stage import DownloadStage
+from soulworker.pipeline.export_reader import require_fast_json_backend
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.import_run import ImportRun, Stage
@@ -35,6 +36,8 @@ class ImportPipeline:
     def __init__(self, settings: Settings, stages: list[Stage]) -> None:
         self.settings = settings
         self.stages = stages
+        # Refuse to start rather than parse every export ten times slower.
+        require_fast_json_backend()
         self.storage = storage_config(settings)
         self.model = model_client(settings)
         self.workspace = WorkspaceRoot.open()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -12,7 +15,13 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.acceptance.workers import WorkerProcess, handler_events, query, wait_for
+from tests.acceptance.workers import (
+    REPO_ROOT,
+    WorkerProcess,
+    handler_events,
+    query,
+    wait_for,
+)
 from tests.fakes.handlers import RUNS_TABLE
 
 pytestmark = pytest.mark.db
@@ -293,3 +302,30 @@ def test_a_database_outage_is_waited_out(db_url: str) -> None:
         wait_for_status(db_url, job_id, "succeeded", timeout=35)
         worker.send(signal.SIGTERM)
         assert worker.wait(10) == 0
+
+
+def test_the_daemon_refuses_to_start_without_the_fast_json_parser(database_url: str) -> None:
+    """Without ijson's C backend every export would parse ten times slower: one line, exit 2."""
+    blocked = (
+        "import sys; sys.modules['ijson.backends._yajl2'] = None; "
+        "from soulworker.cli import main; sys.exit(main(['run']))"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SUPABASE_URL": "http://127.0.0.1:9",
+        "SUPABASE_SERVICE_KEY": "sb_secret_0123456789abcdef",
+        "SOULWORKER_MODEL_STAGES": "off",
+    }
+    finished = subprocess.run(
+        [sys.executable, "-c", blocked],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert finished.returncode == 2
+    assert finished.stderr.strip().startswith("soulworker: configuration error: ijson's yajl2_c")
+    assert len(finished.stderr.strip().splitlines()) == 1
