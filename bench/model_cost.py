@@ -181,33 +181,37 @@ def check_no_text_sent_twice(
         for text in EXCERPT.findall(request.text)
     ]
     sent = Counter(excerpts)
-    expected: list[str] = []
-    full_chars = 0
+    # What the full pass must send for each stored chunk: its content without the overlap it
+    # repeats from the previous chunk of the same conversation (recomputed from the rows).
+    expected: dict[str, str] = {}
     previous: dict[str, Any] | None = None
     for chunk in chunks:
         content = chunk["content"]
-        full_chars += len(content)
         header = content.index("\n") + 1
         if previous is not None and previous["conversation_id"] == chunk["conversation_id"]:
             label = re.match(r"(User|Assistant) \(continued\): ", content[header:])
             body_start = header + (label.end() if label else 0)
             overlap = overlap_length(previous["content"], content, body_start)
-            expected.append(content[:body_start] + content[body_start + overlap :])
+            expected[content[:body_start] + content[body_start + overlap :]] = content
         else:
-            expected.append(content)
+            expected[content] = content
         previous = chunk
     repeated = [text for text, n in sent.items() if n > 1]
-    missing = [text for text in expected if text not in sent]
+    unknown = [text for text in sent if text not in expected]
     sent_chars = sum(len(text) for text in excerpts)
+    whole_chars = sum(len(expected[text]) for text in sent if text in expected)
+    left_out = result["full_pass"].get("left_out", {})
     print(
-        f"fact-extraction excerpts sent: {len(excerpts)} for {len(chunks)} stored chunks "
-        f"({result['full_pass'].get('chunks_read')} planned)"
+        f"fact-extraction excerpts sent: {len(excerpts)} of {len(chunks)} stored chunks "
+        f"({result['full_pass'].get('chunks_read')} planned; "
+        f"{left_out.get('chunks', 0)} left out by SOULWORKER_FULL_PASS_TOKEN_BUDGET)"
     )
     print(f"excerpts sent more than once: {len(repeated)}")
-    print(f"chunks not sent exactly as stored minus their overlap: {len(missing)}")
+    print(f"excerpts that are not a stored chunk minus its overlap: {len(unknown)}")
     print(
-        f"characters sent: {sent_chars:,}; sending whole chunks would have been {full_chars:,} "
-        f"({(full_chars - sent_chars) / max(full_chars, 1):.1%} saved by stripping overlaps)"
+        f"characters sent: {sent_chars:,}; the same chunks whole would have been "
+        f"{whole_chars:,} ({(whole_chars - sent_chars) / max(whole_chars, 1):.1%} saved by "
+        "stripping overlaps)"
     )
 
 

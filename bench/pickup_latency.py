@@ -141,7 +141,8 @@ def wait_until_listening(conn: psycopg.Connection[dict[str, object]]) -> None:
     while time.monotonic() < deadline:
         row = conn.execute(
             "select count(*) as n from pg_stat_activity where application_name like "
-            "'soulworker-listener%%' and query ilike 'listen%%' and datname = current_database()"
+            "'soulworker-listener%%' and query ilike '%%listen import_jobs%%' "
+            "and datname = current_database()"
         ).fetchone()
         if row and row["n"]:
             return
