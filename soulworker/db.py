@@ -3,8 +3,10 @@
 Supabase offers three ways in (platform-facts §1). The direct host and the session pooler (port
 5432) behave like plain Postgres. The transaction pooler (port 6543) hands each transaction to
 any backend, so prepared statements, session ``SET`` and ``LISTEN`` do not work there: with such
-a URL soulworker turns prepared statements off, sets timeouts per transaction instead of per
-session, and polls instead of listening.
+a URL soulworker turns prepared statements off and polls instead of listening. Its session
+timeouts (``SOULWORKER_STATEMENT_TIMEOUT_SECONDS``) cannot be set there either; the database
+role's own timeout applies (Supabase caps the ``postgres`` role's statements at two minutes),
+and the job's lease and time limit bound the rest.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
 
 
 def session_setup_sql(settings: Settings) -> str:
-    """Timeouts for a session; under a transaction pooler they go per transaction instead."""
+    """Timeouts for a session (not used behind a transaction pooler, where SET does not stick)."""
     statement_ms = int(settings.statement_timeout_seconds * 1000)
     idle_ms = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000
     return (

@@ -20,16 +20,18 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
+import psycopg
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[redacted]"
 
-# Keys whose values are secrets whatever they look like.
+# Keys whose values are secrets whatever they look like: the whole name, or its last part after
+# "_"/"-" ("access_token", "x-api-key"); never a substring, so "input_tokens" stays readable.
 _SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|api[_-]?key|apikey|authorization|cookie|dsn|conninfo|"
-    r"database_url|service_key|credential)",
+    r"^(?:.*[_-])?(?:password|passwd|secret|token|api[_-]?key|apikey|key|authorization|cookie|"
+    r"dsn|conninfo|database_url|credentials?)$",
     re.IGNORECASE,
 )
 # Values that are secrets wherever they appear inside a string.
@@ -83,6 +85,64 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, what it was raised from or during, and members of exception groups."""
+    seen: list[BaseException] = []
+    pending = [exc]
+    while pending and len(seen) < 20:
+        current = pending.pop(0)
+        if any(current is known for known in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)
+    return seen
+
+
+def _safe_summary(exc: BaseException) -> str:
+    """A line about an exception that cannot carry row data: database errors keep only their
+    primary message (their DETAIL quotes the failing row), others only their class."""
+    from soulworker.queue.errors import JobError
+
+    if isinstance(exc, psycopg.Error):
+        primary = exc.diag.message_primary if exc.diag else None
+        state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
+        return f"{type(exc).__name__}{state}: {primary or 'no message'}"
+    if isinstance(exc, JobError):
+        return f"{type(exc).__name__}: {exc.message}"
+    return type(exc).__name__
+
+
+def sanitize_database_errors(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: no traceback text from an exception chain holding a database error.
+
+    A database error's text quotes the row that failed ("Failing row contains (…)"), which may
+    be conversation text; such chains are logged as one safe line per exception instead.
+    """
+    exc = _exception_of(event_dict.get("exc_info"))
+    if exc is None:
+        return event_dict
+    chain = _chain(exc)
+    if any(isinstance(member, psycopg.Error) for member in chain):
+        event_dict.pop("exc_info", None)
+        event_dict["exception_chain"] = [_safe_summary(member) for member in chain]
+    return event_dict
+
+
 def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)
     return event_dict
@@ -112,6 +172,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_color_message,
+        sanitize_database_errors,
         redact_secrets,
     ]
     renderer: Processor

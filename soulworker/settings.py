@@ -310,7 +310,8 @@ class Settings:
     statement_timeout_seconds: float = _knob(
         "SOULWORKER_STATEMENT_TIMEOUT_SECONDS", 120.0,
         "Longest any one statement may run; a hung statement is cut off instead of hanging a "
-        "job. Matches Supabase's own cap.",
+        "job. Matches Supabase's own cap. Session connections only: behind a transaction "
+        "pooler the role's own timeout applies.",
         _seconds(1), default_text="120",
     )
 
@@ -410,6 +411,12 @@ class Settings:
         "export); over it, the richest and most recent chunks are read and the result says "
         "what was left out.",
         _int_at_least(1000), group="model",
+    )
+    artifact_retention_days: int = _knob(
+        "SOULWORKER_ARTIFACT_RETENTION_DAYS", 30,
+        "Days the working data of a failed or cancelled import (its conversation sample and "
+        "facts, kept so a retry need not pay again) is kept before it is deleted.",
+        _int_at_least(1), group="pipeline",
     )
     persona_signal_chars: int = _knob(
         "SOULWORKER_PERSONA_SIGNAL_CHARS", 20_000,

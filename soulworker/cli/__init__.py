@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg.OperationalError as exc:
         first_line = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         return fail(f"cannot reach the database: {first_line}", 1)
+    except psycopg.Error as exc:
+        # Only the primary message: the rest of a database error may quote row data.
+        primary = exc.diag.message_primary if exc.diag else None
+        return fail(f"database error: {redact_text(primary or type(exc).__name__)}", 1)
     except KeyboardInterrupt:
         return 130
 

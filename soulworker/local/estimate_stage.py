@@ -67,4 +67,5 @@ class CostEstimateStage:
                     RESULT_KEY: estimate,
                     **run.record_stage_seconds(ESTIMATE.name, time.monotonic() - started),
                 },
+                completed=run.completes_job(ESTIMATE),
             )

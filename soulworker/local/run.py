@@ -330,15 +330,22 @@ async def prepare_database(conn: Connection, *, embedded: bool, settings: Settin
 
 
 async def insert_job(conn: Connection, user_id: uuid.UUID, storage_path: str) -> uuid.UUID:
-    cur = await conn.execute(
-        query("insert_local_job"),
-        {
-            "user_id": user_id,
-            "storage_path": storage_path,
-            "priority": LOCAL_JOB_PRIORITY,
-            "max_attempts": LOCAL_MAX_ATTEMPTS,
-        },
-    )
+    try:
+        cur = await conn.execute(
+            query("insert_local_job"),
+            {
+                "user_id": user_id,
+                "storage_path": storage_path,
+                "priority": LOCAL_JOB_PRIORITY,
+                "max_attempts": LOCAL_MAX_ATTEMPTS,
+            },
+        )
+    except psycopg.errors.ForeignKeyViolation:
+        raise LocalImportError(
+            "the database at DATABASE_URL accepts import jobs only for its own users "
+            "(import_jobs.user_id references auth.users, as in a Supabase project), so a local "
+            "import cannot create one there; unset DATABASE_URL to use an embedded database"
+        ) from None
     row = await cur.fetchone()
     assert row is not None
     job_id: uuid.UUID = row["id"]

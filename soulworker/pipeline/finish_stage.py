@@ -142,6 +142,7 @@ class FinishStage:
                 label=FINISH.label,
                 checkpoint={FINISH.name: {"done": True}},
                 result=outcome,
+                completed=run.completes_job(FINISH),
             )
 
     async def _reduce(self, run: ImportRun, facts: Facts, degraded: list[dict[str, str]]) -> Facts:

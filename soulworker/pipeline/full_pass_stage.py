@@ -109,6 +109,7 @@ class FullPassStage:
             percent=FULL_PASS.end,
             label=FULL_PASS.label,
             result=outcome,
+            completed=run.completes_job(FULL_PASS),
         )
 
     async def _plan(self, run: ImportRun, layout: ChunkLayout) -> FullPassPlan:

@@ -31,6 +31,9 @@ from soulworker.tempfiles import WorkspaceRoot
 
 log = get_logger(__name__)
 
+# A model call may take this many times SOULWORKER_MODEL_TIMEOUT_SECONDS in all, retries included.
+MODEL_CALL_BUDGET_FACTOR = 3
+
 
 class ImportPipeline:
     def __init__(self, settings: Settings, stages: list[Stage]) -> None:
@@ -67,6 +70,7 @@ class ImportPipeline:
                 if self.model
                 else None,
                 result=dict(ctx.job.result),
+                last_stage=self.stages[-1].spec.name,
             )
             for stage in self.stages:
                 if stage.is_done(run):
@@ -115,7 +119,11 @@ def model_client(settings: Settings) -> ModelClient | None:
         base_url=settings.anthropic_base_url,
         request_timeout_seconds=settings.model_timeout_seconds,
         max_concurrent_calls=settings.model_concurrency,
-        retry=RetryPolicy(retry_after_cap_seconds=settings.model_retry_after_cap_seconds),
+        retry=RetryPolicy(
+            retry_after_cap_seconds=settings.model_retry_after_cap_seconds,
+            # Room for a timed-out request to be asked again within the same call.
+            max_total_seconds=settings.model_timeout_seconds * MODEL_CALL_BUDGET_FACTOR,
+        ),
     )
     return ModelClient(config, prices=prices)
 

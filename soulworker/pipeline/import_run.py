@@ -39,6 +39,10 @@ class ImportRun:
     ledger: UsageLedger = field(default_factory=UsageLedger)
     result: dict[str, Any] = field(default_factory=dict)
     downloaded: bool = False
+    last_stage: str = ""  # the stage whose checkpoint marks the job's work complete
+
+    def completes_job(self, spec: StageSpec) -> bool:
+        return spec.name == self.last_stage
 
     @property
     def job_started(self) -> datetime:

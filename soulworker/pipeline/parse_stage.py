@@ -209,6 +209,7 @@ class ParseStage:
                 label=PARSE.label,
                 checkpoint={PARSE.name: {"done": True, "chunks": counts.chunks}},
                 result={**summary, **carried, **seconds},
+                completed=run.completes_job(PARSE),
             )
         log.info(
             "export parsed",

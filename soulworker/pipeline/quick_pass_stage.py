@@ -148,5 +148,6 @@ class QuickPassStage:
                 label=QUICK_PASS.label,
                 checkpoint={QUICK_PASS.name: {"done": True}},
                 result=outcome,
+                completed=run.completes_job(QUICK_PASS),
             )
         log.info("soulprint ready (quick pass)", seconds=round(time.monotonic() - started, 2))

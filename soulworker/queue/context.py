@@ -27,6 +27,11 @@ from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
+# Checkpoint key a handler sets, in the transaction of its last writes, when all its work is
+# committed. A job found so after a crash is recorded as succeeded without running again, and a
+# shutdown does not release a job whose work is done.
+COMPLETED = "completed"
+
 
 class JobTransaction:
     """A fenced transaction of one job: the handler's own statements plus checkpoint writes."""
@@ -46,8 +51,14 @@ class JobTransaction:
         label: str | None,
         checkpoint: dict[str, Any] | None = None,
         result: dict[str, Any] | None = None,
+        completed: bool = False,
     ) -> None:
-        """Write progress, checkpoint and partial results inside this transaction."""
+        """Write progress, checkpoint and partial results inside this transaction.
+
+        ``completed`` marks the handler's work as all done (see ``COMPLETED``).
+        """
+        if completed:
+            checkpoint = {**(checkpoint or {}), COMPLETED: True}
         await self._context.store.advance(
             self._context.job.fence,
             stage=stage,
@@ -118,8 +129,12 @@ class JobContext:
         percent: float,
         label: str,
         result: dict[str, Any] | None = None,
+        completed: bool = False,
     ) -> None:
-        """Merge ``patch`` into the checkpoint (and ``result``), then honour a soft stop."""
+        """Merge ``patch`` into the checkpoint (and ``result``), then honour a soft stop
+        (unless ``completed``: a job whose work is done is not released)."""
+        if completed:
+            patch = {**patch, COMPLETED: True}
         await self.store.advance(
             self.job.fence,
             stage=stage,
@@ -143,7 +158,7 @@ class JobContext:
             tx = JobTransaction(self, conn)
             yield tx
         self.checkpoint.update(tx.committed_checkpoint)
-        if tx.checkpointed:
+        if tx.checkpointed and not self.checkpoint.get(COMPLETED):
             self.stop_if_requested()
 
     def note_written(self, stage: str | None, percent: int, label: str | None) -> None:

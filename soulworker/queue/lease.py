@@ -5,8 +5,11 @@ stop: the handler's task is cancelled) when
 
 * the heartbeat matched no row: another worker took the job over, so nothing more may be written;
 * an operator requested a cancel;
-* the database could not be reached for long enough that the lease has probably run out: the
-  job might already be running elsewhere, so it must not go on spending money on model calls.
+* the lease could not be renewed for most of its length (the database is unreachable, or a
+  renewal hangs): the lease has probably run out and the job may already run elsewhere, so it
+  must not go on spending money on model calls. Each renewal is bounded by that deadline, so a
+  hung connection cannot hold the keeper past it;
+* the keeper itself failed unexpectedly: a job must never run without a lease keeper.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ RETRY_FRACTION = 0.25
 # Stop the job when the last renewal is this close to expiring (fraction of the lease).
 GIVE_UP_FRACTION = 0.9
 
-DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+# Any database failure, not only a lost connection: a read-only or otherwise failing database
+# must be waited out (or end the job), never crash the worker.
+DATABASE_ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout)
 
 
 async def keep_lease(
@@ -42,19 +47,46 @@ async def keep_lease(
     stop_job: Callable[[JobControl], None],
 ) -> None:
     """Run until cancelled, or until it has stopped the job."""
+    try:
+        await _renew_until_stopped(
+            store,
+            fence,
+            interval_seconds=interval_seconds,
+            lease_seconds=lease_seconds,
+            stop_job=stop_job,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("the lease keeper failed; stopping the job", error=type(exc).__name__)
+        stop_job(LeaseLost("the lease keeper failed"))
+
+
+async def _renew_until_stopped(
+    store: JobStore,
+    fence: Fence,
+    *,
+    interval_seconds: float,
+    lease_seconds: float,
+    stop_job: Callable[[JobControl], None],
+) -> None:
     renewed_at = time.monotonic()
     wait = interval_seconds
     while True:
         await asyncio.sleep(wait)
+        deadline = renewed_at + lease_seconds * GIVE_UP_FRACTION
         try:
-            cancel_requested_at = await store.heartbeat(fence)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            cancel_requested_at = await asyncio.wait_for(store.heartbeat(fence), remaining)
         except LeaseLost as lost:
             log.warning("lease lost: another worker owns this job now; stopping it")
             stop_job(lost)
             return
-        except DATABASE_ERRORS as exc:
+        except (*DATABASE_ERRORS, TimeoutError) as exc:
             silent_for = time.monotonic() - renewed_at
-            if silent_for >= lease_seconds * GIVE_UP_FRACTION:
+            if time.monotonic() >= deadline:
                 log.error(
                     "heartbeat failing for most of the lease; stopping the job",
                     error=type(exc).__name__,
@@ -63,7 +95,7 @@ async def keep_lease(
                 stop_job(LeaseLost("the lease could not be renewed"))
                 return
             log.warning("heartbeat failed; retrying", error=type(exc).__name__)
-            wait = interval_seconds * RETRY_FRACTION
+            wait = min(interval_seconds * RETRY_FRACTION, max(deadline - time.monotonic(), 0))
             continue
         renewed_at = time.monotonic()
         wait = interval_seconds

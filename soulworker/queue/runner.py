@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from soulworker.logs import get_logger
 from soulworker.queue.backoff import retry_delay
-from soulworker.queue.context import JobContext
+from soulworker.queue.context import COMPLETED, JobContext
 from soulworker.queue.errors import (
     CancelRequested,
     JobControl,
@@ -98,11 +98,20 @@ class JobRun:
                     "picked up again",
                     error=type(exc).__name__,
                 )
+            except Exception as exc:
+                # A bug here must not take the worker down with it; the lease covers the job.
+                log.error("job runner failed", error=type(exc).__name__, exc_info=exc)
             finally:
                 log.info("job attempt ended", seconds=round(time.monotonic() - started, 3))
 
     async def _run_and_record(self) -> None:
         job = self.job
+        if job.checkpoint.get(COMPLETED):
+            # The handler committed all its work, then its worker died before the success was
+            # recorded: record it now (the result is already in the row), whatever else holds.
+            log.info("job's work was complete; recording its success")
+            await self._record(lambda: self.store.succeed(job.fence, {}))
+            return
         if job.cancel_requested_at is not None:
             log.info("job was cancelled while no worker held it")
             await self._record(lambda: self.store.cancel(job.fence))
@@ -205,7 +214,7 @@ class JobRun:
                 self.settings.retry_base_seconds,
                 self.settings.retry_max_seconds,
             )
-            run_after = await self._record(
+            status, run_after = await self._record(
                 lambda: self.store.retry_later(
                     fence,
                     delay_seconds=delay,
@@ -214,6 +223,9 @@ class JobRun:
                     error_class=error_class,
                 )
             )
+            if status == "cancelled":
+                log.info("job attempt failed after a cancel was requested; job cancelled")
+                return
             log.warning(
                 "job attempt failed; will retry",
                 code=code,

@@ -78,7 +78,11 @@ class JobStore:
 
     async def retry_later(
         self, fence: Fence, *, delay_seconds: float, message: str, code: str, error_class: str
-    ) -> datetime:
+    ) -> tuple[str, datetime]:
+        """Queue the job again after ``delay_seconds``; return ``(status, run_after)``.
+
+        The status is ``cancelled`` instead when an operator asked for a cancel meanwhile.
+        """
         row = await self._fenced(
             query("finish_retry"),
             {
@@ -89,8 +93,7 @@ class JobStore:
                 "error_class": error_class,
             },
         )
-        run_after: datetime = row["run_after"]
-        return run_after
+        return str(row["status"]), row["run_after"]
 
     async def fail(
         self, fence: Fence, *, message: str, code: str, error_class: str, permanent: bool
@@ -111,6 +114,14 @@ class JobStore:
 
     async def release(self, fence: Fence) -> None:
         await self._fenced(query("release_job"), fence.params())
+
+    async def prune_artifacts(self, retention_days: int) -> int:
+        """Delete working data no retry can use any more; return how many artifacts went."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                query("prune_job_artifacts"), {"retention_days": retention_days}
+            )
+            return cur.rowcount
 
     async def has_active_jobs(self) -> bool:
         async with self.pool.connection() as conn:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from dataclasses import dataclass, field
 
 from soulworker.logs import get_logger
@@ -35,6 +36,11 @@ OUTAGE_BACKOFF_MIN_SECONDS = 0.5
 OUTAGE_BACKOFF_MAX_SECONDS = 30.0
 # After the shutdown budget, cancelled handlers get this long to unwind and write the release.
 RELEASE_GRACE_SECONDS = 3.0
+# How often a worker deletes working data that no retry can use any more. Any worker may do it;
+# the delete is idempotent, so several instances doing it is harmless.
+MAINTENANCE_INTERVAL_SECONDS = 3600.0
+# A job task cancelled after that grace gets this long to unwind (its lease covers the job).
+CANCEL_GRACE_SECONDS = 1.0
 
 
 @dataclass
@@ -117,9 +123,13 @@ class Worker:
 
     async def _claim_loop(self, *, drain: bool) -> None:
         outage_delay = OUTAGE_BACKOFF_MIN_SECONDS
+        next_maintenance = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             try:
+                if time.monotonic() >= next_maintenance:
+                    next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_SECONDS
+                    await self._maintain()
                 while len(self._tasks) < self.settings.concurrency and not self.stopping:
                     job = await self.store.claim(self.worker_id)
                     if job is None:
@@ -142,6 +152,11 @@ class Worker:
                 timeout = outage_delay
                 outage_delay = min(outage_delay * 2, OUTAGE_BACKOFF_MAX_SECONDS)
             await self._sleep(timeout)
+
+    async def _maintain(self) -> None:
+        pruned = await self.store.prune_artifacts(self.settings.artifact_retention_days)
+        if pruned:
+            log.info("deleted working data of old failed or cancelled imports", artifacts=pruned)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (NOTIFY, a finished job, a stop) or ``seconds`` pass."""
@@ -182,6 +197,9 @@ class Worker:
         _, stuck = await asyncio.wait(still_running, timeout=RELEASE_GRACE_SECONDS)
         for task in stuck:
             task.cancel()
+        if stuck:
+            # Let them unwind before the pool and the handler's clients are closed under them.
+            await asyncio.wait(stuck, timeout=CANCEL_GRACE_SECONDS)
 
     async def _supervise_listener(self) -> None:
         """Keep the listener alive: it heals its own connection; this heals the task itself."""

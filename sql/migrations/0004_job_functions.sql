@@ -104,6 +104,17 @@ begin
             using errcode = 'unique_violation',
                   hint = 'Cancel that job or wait for it to finish, then retry this one.';
     end if;
+    -- A later import replaced this one's chunks and soulprint; resuming this job would put the
+    -- older export's results back over the newer ones.
+    select id into active_id from import_jobs
+    where user_id = job.user_id and created_at > job.created_at and id <> p_job_id
+    order by created_at desc limit 1;
+    if found then
+        raise exception 'import job % was superseded by the user''s later import job %',
+            p_job_id, active_id
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = 'Retry the later job instead, or insert a new job to import again.';
+    end if;
     update import_jobs
     set status = 'queued', run_after = now(), attempt = 0, last_error = null,
         finished_at = null, cancel_requested_at = null,

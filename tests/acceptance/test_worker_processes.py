@@ -89,8 +89,10 @@ def test_exactly_once_across_four_workers(db_url: str) -> None:
     )
     assert len(starts) == 100 and {row["job_id"] for row in starts} == set(jobs)
     assert all(row["n"] == 1 for row in starts), "every job ran exactly once"
-    per_worker = Counter(row["pid"] for row in query(
-        db_url, "select pid from test_handler_runs where event = 'start'"))
+    per_worker = Counter(
+        row["pid"]
+        for row in query(db_url, "select pid from test_handler_runs where event = 'start'")
+    )
     assert len(per_worker) == 4, f"all four workers took part: {per_worker}"
 
 
@@ -98,8 +100,12 @@ def test_sigkill_mid_job_is_rescued_by_another_worker_with_attempt_two(db_url: s
     job_id = enqueue(db_url, "steps-8-250")
     first = WorkerProcess(db_url, env=FAST).start()
     try:
-        wait_for(lambda: len(handler_events(db_url, job_id)) >= 3, timeout=20,
-                 what="two steps done", context=first.output)
+        wait_for(
+            lambda: len(handler_events(db_url, job_id)) >= 3,
+            timeout=20,
+            what="two steps done",
+            context=first.output,
+        )
         first.kill()
         killed_at = time.monotonic()
         with WorkerProcess(db_url, drain=True, env=FAST) as second:
@@ -124,8 +130,12 @@ def test_sigterm_releases_the_job_uncharged_and_another_worker_completes_it(db_u
     user_job = enqueue(db_url, "steps-12-300")
     worker = WorkerProcess(db_url, env={**FAST, "SOULWORKER_SHUTDOWN_SECONDS": "5"}).start()
     try:
-        wait_for(lambda: len(handler_events(db_url, user_job)) >= 3, timeout=20,
-                 what="two steps done", context=worker.output)
+        wait_for(
+            lambda: len(handler_events(db_url, user_job)) >= 3,
+            timeout=20,
+            what="two steps done",
+            context=worker.output,
+        )
         signalled = time.monotonic()
         worker.send(signal.SIGTERM)
         assert worker.wait(10) == 0
@@ -135,8 +145,9 @@ def test_sigterm_releases_the_job_uncharged_and_another_worker_completes_it(db_u
     row = job(db_url, user_job)
     assert (row["status"], row["attempt"], row["lease_owner"]) == ("queued", 0, None)
     assert 0 < row["checkpoint"]["steps_done"] < 12
-    assert any(e.get("event") == "job released for another worker to resume"
-               for e in worker.events())
+    assert any(
+        e.get("event") == "job released for another worker to resume" for e in worker.events()
+    )
     with WorkerProcess(db_url, drain=True, env=FAST) as second:
         assert second.wait(30) == 0
     row = job(db_url, user_job)
@@ -149,8 +160,12 @@ def test_sigterm_releases_a_job_that_never_checkpoints_after_the_budget(db_url: 
     job_id = enqueue(db_url, "hang")
     worker = WorkerProcess(db_url, env={**FAST, "SOULWORKER_SHUTDOWN_SECONDS": "1"}).start()
     try:
-        wait_for(lambda: handler_events(db_url, job_id), timeout=20, what="job start",
-                 context=worker.output)
+        wait_for(
+            lambda: handler_events(db_url, job_id),
+            timeout=20,
+            what="job start",
+            context=worker.output,
+        )
         signalled = time.monotonic()
         worker.send(signal.SIGTERM)
         assert worker.wait(10) == 0
@@ -166,8 +181,12 @@ def test_second_signal_exits_at_once(db_url: str) -> None:
     job_id = enqueue(db_url, "hang")
     worker = WorkerProcess(db_url, env={**FAST, "SOULWORKER_SHUTDOWN_SECONDS": "20"}).start()
     try:
-        wait_for(lambda: handler_events(db_url, job_id), timeout=20, what="job start",
-                 context=worker.output)
+        wait_for(
+            lambda: handler_events(db_url, job_id),
+            timeout=20,
+            what="job start",
+            context=worker.output,
+        )
         worker.send(signal.SIGTERM)
         worker.wait_for_event("signal received; shutting down")
         started = time.monotonic()
@@ -211,8 +230,12 @@ def test_lost_lease_stops_the_job_and_its_later_writes_do_not_land(db_url: str) 
     job_id = enqueue(db_url, "write-after-1500")
     env = {**FAST, "SOULWORKER_LEASE_SECONDS": "8"}  # heartbeat every 2 s: the write comes first
     with WorkerProcess(db_url, env=env) as worker:
-        wait_for(lambda: handler_events(db_url, job_id), timeout=20, what="job start",
-                 context=worker.output)
+        wait_for(
+            lambda: handler_events(db_url, job_id),
+            timeout=20,
+            what="job start",
+            context=worker.output,
+        )
         query(
             db_url,
             "update import_jobs set lease_owner = 'thief', attempt = attempt + 1 where id = %s",
@@ -231,8 +254,12 @@ def test_lost_lease_stops_the_job_and_its_later_writes_do_not_land(db_url: str) 
 def test_cancel_a_running_job(db_url: str) -> None:
     job_id = enqueue(db_url, "steps-100-100")
     with WorkerProcess(db_url, env=FAST) as worker:
-        wait_for(lambda: handler_events(db_url, job_id), timeout=20, what="job start",
-                 context=worker.output)
+        wait_for(
+            lambda: handler_events(db_url, job_id),
+            timeout=20,
+            what="job start",
+            context=worker.output,
+        )
         assert query(db_url, "select cancel_import_job(%s) as s", job_id) == [
             {"s": "cancel_requested"}
         ]
@@ -240,8 +267,11 @@ def test_cancel_a_running_job(db_url: str) -> None:
         row = wait_for_status(db_url, job_id, "cancelled", timeout=5)
         assert time.monotonic() - requested < 0.5 + 1.5, "within about one heartbeat"
     assert row["last_error"] == "Import cancelled."
-    profile = query(db_url, "select import_status, import_error from user_profiles "
-                            "where import_job_id = %s", job_id)
+    profile = query(
+        db_url,
+        "select import_status, import_error from user_profiles where import_job_id = %s",
+        job_id,
+    )
     assert profile == [{"import_status": "failed", "import_error": "Import cancelled."}]
 
 
@@ -275,8 +305,11 @@ def test_transient_failures_back_off_then_fail_and_permanent_ones_do_not_retry(
 
 def test_drain_waits_for_a_job_whose_retry_is_in_the_future(db_url: str) -> None:
     job_id = enqueue(db_url, "ok", run_after="now()")
-    query(db_url, "update import_jobs set run_after = now() + interval '1.5 seconds' "
-                  "where id = %s", job_id)
+    query(
+        db_url,
+        "update import_jobs set run_after = now() + interval '1.5 seconds' where id = %s",
+        job_id,
+    )
     started = time.monotonic()
     with WorkerProcess(db_url, drain=True, env=FAST) as worker:
         assert worker.wait(20) == 0
@@ -292,8 +325,12 @@ def test_a_database_outage_is_waited_out(db_url: str) -> None:
     with WorkerProcess(db_url, env=FAST) as worker:
         worker.wait_for_event("listening for new jobs")
         query(admin, f'alter database "{name}" with allow_connections false')
-        query(admin, "select pg_terminate_backend(pid) from pg_stat_activity "
-                     "where datname = %s and pid <> pg_backend_pid()", name)
+        query(
+            admin,
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = %s and pid <> pg_backend_pid()",
+            name,
+        )
         worker.wait_for_event("LISTEN connection lost; reconnecting", timeout=10)
         time.sleep(1.5)
         assert worker.process is not None and worker.process.poll() is None, "still running"
@@ -329,3 +366,21 @@ def test_the_daemon_refuses_to_start_without_the_fast_json_parser(database_url: 
     assert finished.returncode == 2
     assert finished.stderr.strip().startswith("soulworker: configuration error: ijson's yajl2_c")
     assert len(finished.stderr.strip().splitlines()) == 1
+
+
+def test_a_job_whose_work_was_complete_is_recorded_as_succeeded_not_retried(db_url: str) -> None:
+    """Its worker died after the last stage's commit and before the success was recorded, on
+    the last attempt: the rescue records the success; the handler does not run again."""
+    job_id = enqueue(db_url, "permanent", max_attempts=2)
+    query(
+        db_url,
+        "update import_jobs set status = 'running', attempt = 2, lease_owner = 'dead', "
+        "lease_expires_at = now() - interval '1 second', "
+        "checkpoint = '{\"completed\": true}', result = '{\"chunks\": 7}' where id = %s",
+        job_id,
+    )
+    with WorkerProcess(db_url, drain=True, env=FAST) as worker:
+        assert worker.wait(30) == 0, worker.output()[-3000:]
+    row = job(db_url, job_id)
+    assert (row["status"], row["attempt"], row["result"]) == ("succeeded", 3, {"chunks": 7})
+    assert handler_events(db_url, job_id) == [], "the handler did not run again"

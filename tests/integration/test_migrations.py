@@ -49,8 +49,13 @@ async def test_twice_on_an_empty_database(empty_database_url: str) -> None:
         assert second.applied == []
         assert second.already_applied == first.applied
         assert await pending_migrations(conn) == []
-        for table in ("import_jobs", "user_profiles", "conversation_chunks",
-                      "import_job_artifacts", "import_jobs_overview"):
+        for table in (
+            "import_jobs",
+            "user_profiles",
+            "conversation_chunks",
+            "import_job_artifacts",
+            "import_jobs_overview",
+        ):
             assert await _scalar(conn, "select to_regclass(%s) is not null", table)
         # The setting became the column default that web-app inserts get.
         job_max = await _scalar(
@@ -123,7 +128,9 @@ async def test_on_the_predecessors_database(empty_database_url: str) -> None:
             "select status, total_chunks, error from import_jobs_legacy order by created_at"
         )
         assert [row["status"] for row in await legacy.fetchall()] == [
-            "completed", "failed", "pending"
+            "completed",
+            "failed",
+            "pending",
         ]
         assert await _scalar(conn, "select count(*) from import_jobs") == 0
         assert await _scalar(conn, "select to_regclass('import_jobs_legacy_user_id_idx')")
@@ -203,10 +210,15 @@ async def test_row_level_security_with_supabase_auth(empty_database_url: str) ->
             assert [row["user_id"] for row in await visible.fetchall()] == [own]
 
         for forbidden, expected in [
-            ("insert into import_jobs (user_id, storage_path) values (%(other)s, 'imports/x')",
-             pg_errors.InsufficientPrivilege),
-            ("insert into import_jobs (user_id, storage_path, priority) "
-             "values (%(own)s, 'imports/y', 100)", pg_errors.InsufficientPrivilege),
+            (
+                "insert into import_jobs (user_id, storage_path) values (%(other)s, 'imports/x')",
+                pg_errors.InsufficientPrivilege,
+            ),
+            (
+                "insert into import_jobs (user_id, storage_path, priority) "
+                "values (%(own)s, 'imports/y', 100)",
+                pg_errors.InsufficientPrivilege,
+            ),
             ("update import_jobs set status = 'succeeded'", pg_errors.InsufficientPrivilege),
             ("delete from import_jobs", pg_errors.InsufficientPrivilege),
             ("select * from import_job_artifacts", pg_errors.InsufficientPrivilege),
@@ -218,6 +230,21 @@ async def test_row_level_security_with_supabase_auth(empty_database_url: str) ->
                         "select set_config('request.jwt.claim.sub', %s, true)", (str(own),)
                     )
                     await conn.execute(forbidden, {"own": own, "other": other})
+
+        # Nothing soulworker made is open to API clients: not the operator view (every user's
+        # jobs), not the migrations table, not the functions that move jobs and profiles.
+        for role in ("anon", "authenticated"):
+            for forbidden in (
+                "select * from import_jobs_overview",
+                "delete from soulworker_migrations",
+                f"select cancel_import_job('{other}')",
+                f"select retry_import_job('{other}')",
+                f"select import_job_profile_failed('{other}', '{other}', 'x')",
+            ):
+                with pytest.raises(pg_errors.InsufficientPrivilege):
+                    async with conn.transaction():
+                        await conn.execute(f"set local role {role}")
+                        await conn.execute(forbidden)
 
         # Deleting a user deletes their jobs.
         await conn.execute("delete from auth.users where id = %s", (own,))

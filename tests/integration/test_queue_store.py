@@ -98,9 +98,7 @@ async def test_concurrent_claims_never_take_the_same_job(conn: Conn, store: JobS
     assert sorted(got) == sorted(ids)
 
 
-async def test_expired_lease_is_rescued_with_a_charged_attempt(
-    conn: Conn, store: JobStore
-) -> None:
+async def test_expired_lease_is_rescued_with_a_charged_attempt(conn: Conn, store: JobStore) -> None:
     job_id = await insert_job(conn)
     first = await claim(store, "dead-worker")
     assert await store.claim("w2") is None, "a live lease is not taken"
@@ -131,8 +129,7 @@ async def test_fenced_transaction_rolls_back_when_the_lease_is_lost(
         async with store.fenced_transaction(job.fence) as tx_conn:
             await tx_conn.execute("insert into scratch values (1)")
             await conn.execute(
-                "update import_jobs set lease_owner = 'thief', attempt = attempt + 1 "
-                "where id = %s",
+                "update import_jobs set lease_owner = 'thief', attempt = attempt + 1 where id = %s",
                 (job_id,),
             )
     cur = await conn.execute("select count(*) as n from scratch")
@@ -161,10 +158,22 @@ async def test_progress_never_decreases_and_mirrors_to_the_profile(
 async def test_checkpoint_and_result_merge(conn: Conn, store: JobStore) -> None:
     job_id = await insert_job(conn)
     job = await claim(store)
-    await store.advance(job.fence, stage="download", percent=20, label="x",
-                        checkpoint={"download": {"bytes": 10}}, result={"export_bytes": 10})
-    await store.advance(job.fence, stage="parse", percent=35, label="y",
-                        checkpoint={"parse": {"done": True}}, result={"chunks": 3})
+    await store.advance(
+        job.fence,
+        stage="download",
+        percent=20,
+        label="x",
+        checkpoint={"download": {"bytes": 10}},
+        result={"export_bytes": 10},
+    )
+    await store.advance(
+        job.fence,
+        stage="parse",
+        percent=35,
+        label="y",
+        checkpoint={"parse": {"done": True}},
+        result={"chunks": 3},
+    )
     row = await job_row(conn, job_id)
     assert row["checkpoint"] == {"download": {"bytes": 10}, "parse": {"done": True}}
     assert row["result"] == {"export_bytes": 10, "chunks": 3}
@@ -197,8 +206,9 @@ async def test_release_gives_the_attempt_back(conn: Conn, store: JobStore) -> No
     job_id = await insert_job(conn, user)
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
-    await store.advance(job.fence, stage="parse", percent=30, label="Parsing",
-                        checkpoint={"download": "done"})
+    await store.advance(
+        job.fence, stage="parse", percent=30, label="Parsing", checkpoint={"download": "done"}
+    )
     await store.release(job.fence)
     row = await job_row(conn, job_id)
     assert (row["status"], row["attempt"], row["lease_owner"]) == ("queued", 0, None)
@@ -215,11 +225,15 @@ async def test_retry_later_records_the_error_and_backs_off(conn: Conn, store: Jo
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
     await store.advance(job.fence, stage="download", percent=5, label="Downloading")
-    run_after = await store.retry_later(
-        job.fence, delay_seconds=120, message="Storage is busy.", code="storage_unavailable",
+    status, run_after = await store.retry_later(
+        job.fence,
+        delay_seconds=120,
+        message="Storage is busy.",
+        code="storage_unavailable",
         error_class="TransientJobError",
     )
     row = await job_row(conn, job_id)
+    assert status == "queued"
     assert row["status"] == "queued" and row["run_after"] == run_after
     assert row["last_error"] == "Storage is busy."
     (entry,) = row["errors"]
@@ -238,15 +252,21 @@ async def test_final_failure_before_quick_ready_fails_the_import(
     job_id = await insert_job(conn, user)
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
-    await store.fail(job.fence, message="The export was not found.", code="export_not_found",
-                     error_class="ExportNotFound", permanent=True)
+    await store.fail(
+        job.fence,
+        message="The export was not found.",
+        code="export_not_found",
+        error_class="ExportNotFound",
+        permanent=True,
+    )
     row = await job_row(conn, job_id)
     assert (row["status"], row["last_error"]) == ("failed", "The export was not found.")
     assert row["errors"][0]["permanent"] is True
     profile = await profile_row(conn, user)
     assert profile is not None
     assert (profile["import_status"], profile["import_error"]) == (
-        "failed", "The export was not found."
+        "failed",
+        "The export was not found.",
     )
 
 
@@ -258,17 +278,22 @@ async def test_final_failure_after_quick_ready_fails_only_the_full_pass(
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
     await conn.execute(
-        "update user_profiles set import_status = 'quick_ready', soul_md = '{}' "
-        "where user_id = %s",
+        "update user_profiles set import_status = 'quick_ready', soul_md = '{}' where user_id = %s",
         (user,),
     )
-    await store.fail(job.fence, message="The model service is unavailable.",
-                     code="model_unavailable", error_class="ModelUnavailable", permanent=False)
+    await store.fail(
+        job.fence,
+        message="The model service is unavailable.",
+        code="model_unavailable",
+        error_class="ModelUnavailable",
+        permanent=False,
+    )
     profile = await profile_row(conn, user)
     assert profile is not None
     assert (profile["import_status"], profile["import_error"]) == ("quick_ready", None)
     assert (profile["full_pass_status"], profile["full_pass_error"]) == (
-        "failed", "The model service is unavailable."
+        "failed",
+        "The model service is unavailable.",
     )
     assert profile["soul_md"] == "{}"
 
@@ -331,7 +356,10 @@ async def test_operator_retry(conn: Conn, store: JobStore) -> None:
     assert (await cur.fetchone()) == {"status": "queued"}
     row = await job_row(conn, job_id)
     assert (row["status"], row["attempt"], row["last_error"], row["finished_at"]) == (
-        "queued", 0, None, None
+        "queued",
+        0,
+        None,
+        None,
     )
     assert row["checkpoint"] == {"a": 1} and len(row["errors"]) == 1
     profile = await profile_row(conn, user)
@@ -365,3 +393,83 @@ async def test_overview_view(conn: Conn, store: JobStore) -> None:
     assert running_row["job_id"] == running.id and running_row["worker"] == "host:2:def"
     (failure,) = [row for row in rows if row["section"] == "failure"]
     assert failure["last_error"] == "Bad export."
+
+
+async def test_a_cancel_requested_during_a_failing_attempt_is_not_lost(
+    conn: Conn, store: JobStore
+) -> None:
+    """The failure would requeue the job (or fail it); the cancel wins, the failure is kept."""
+    for permanent in (False, True):
+        user = uuid.uuid4()
+        job_id = await insert_job(conn, user)
+        job = await claim(store)
+        await store.mark_started(job.fence, "Starting")
+        await conn.execute("select cancel_import_job(%s)", (job_id,))
+        if permanent:
+            await store.fail(
+                job.fence, message="Bad export.", code="bad", error_class="X", permanent=True
+            )
+        else:
+            status, _ = await store.retry_later(
+                job.fence, delay_seconds=600, message="Busy.", code="busy", error_class="Y"
+            )
+            assert status == "cancelled"
+        row = await job_row(conn, job_id)
+        assert (row["status"], row["last_error"]) == ("cancelled", "Import cancelled.")
+        assert row["finished_at"] is not None
+        assert len(row["errors"]) == 1, "the failure itself is still on record"
+        profile = await profile_row(conn, user)
+        assert profile is not None
+        assert (profile["import_status"], profile["import_error"]) == (
+            "failed",
+            "Import cancelled.",
+        )
+
+
+async def test_a_superseded_job_cannot_be_retried(conn: Conn, store: JobStore) -> None:
+    user = uuid.uuid4()
+    old = await insert_job(conn, user)
+    job = await claim(store)
+    await store.fail(job.fence, message="Busy.", code="busy", error_class="X", permanent=True)
+    await asyncio.sleep(0.01)
+    await insert_job(conn, user)
+    newer = await claim(store)
+    await store.succeed(newer.fence, {})
+    with pytest.raises(pg_errors.ObjectNotInPrerequisiteState, match="superseded"):
+        await conn.execute("select retry_import_job(%s)", (old,))
+
+
+async def test_working_data_is_pruned_once_no_retry_can_use_it(conn: Conn, store: JobStore) -> None:
+    async def artifacts(job_id: uuid.UUID) -> int:
+        cur = await conn.execute(
+            "select count(*) as n from import_job_artifacts where job_id = %s", (job_id,)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row["n"])
+
+    async def failed_job_with_artifact(user: uuid.UUID) -> uuid.UUID:
+        job_id = await insert_job(conn, user)
+        job = await claim(store)
+        await conn.execute(
+            "insert into import_job_artifacts (job_id, name, content) values (%s, 'x', '{}')",
+            (job_id,),
+        )
+        await store.fail(job.fence, message="m", code="c", error_class="E", permanent=False)
+        return job_id
+
+    recent = await failed_job_with_artifact(uuid.uuid4())
+    old = await failed_job_with_artifact(uuid.uuid4())
+    await conn.execute(
+        "update import_jobs set finished_at = now() - interval '31 days' where id = %s", (old,)
+    )
+    assert await store.prune_artifacts(30) == 1
+    assert (await artifacts(recent), await artifacts(old)) == (1, 0)
+
+    # A later successful import of the same user removes the earlier job's data at once.
+    user = uuid.uuid4()
+    earlier = await failed_job_with_artifact(user)
+    await insert_job(conn, user)
+    later = await claim(store)
+    await store.succeed(later.fence, {})
+    assert await artifacts(earlier) == 0

@@ -46,7 +46,7 @@ import pytest
 
 from soulworker import __version__
 from soulworker.cli import build_parser, migrate_command, run_command
-from soulworker.queue.worker import RELEASE_GRACE_SECONDS
+from soulworker.queue.worker import CANCEL_GRACE_SECONDS, RELEASE_GRACE_SECONDS
 from soulworker.settings import Settings, iter_knobs, settings_table_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -648,7 +648,9 @@ def test_the_shutdown_delay_covers_the_shutdown_budget_and_release_grace(
     delay = worker["maxShutdownDelaySeconds"]
     assert isinstance(delay, int)
     assert 1 <= delay <= RENDER_MAX_SHUTDOWN_DELAY_SECONDS
-    assert delay > blueprint_settings.shutdown_seconds + RELEASE_GRACE_SECONDS
+    assert delay > (
+        blueprint_settings.shutdown_seconds + RELEASE_GRACE_SECONDS + CANCEL_GRACE_SECONDS
+    )
 
 
 def test_secrets_are_prompted_for_and_never_committed(

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 
+import psycopg
 import structlog
 
 from soulworker.logs import REDACTED, configure_logging, get_logger, redact_text
@@ -40,8 +41,14 @@ def test_secrets_are_redacted_by_key_and_by_shape() -> None:
         url="postgresql://postgres:hunter2@db.example.com:5432/postgres",
     )
     text = out.getvalue()
-    for secret in ("plain-looking", "abcdefghijklmnop", "sk-ant-api03", "sb_secret_abc", jwt,
-                   "hunter2"):
+    for secret in (
+        "plain-looking",
+        "abcdefghijklmnop",
+        "sk-ant-api03",
+        "sb_secret_abc",
+        jwt,
+        "hunter2",
+    ):
         assert secret not in text
     assert REDACTED in text
     assert "db.example.com" in text, "non-secret parts of a URL stay readable"
@@ -83,3 +90,43 @@ def test_auto_format_is_json_when_not_a_terminal() -> None:
 def test_redact_text_handles_conninfo_passwords() -> None:
     assert "s3cret" not in redact_text("host=db user=postgres password=s3cret dbname=x")
     assert "s3cret" not in redact_text("host=db password='s3cret' dbname=x")
+
+
+def test_token_counts_stay_readable_while_tokens_are_hidden() -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    get_logger("test").info(
+        "model call",
+        input_tokens=1234,
+        output_tokens=56,
+        access_token="abc123456789",
+        x_api_key="k-1234567890",
+        bypass_count=3,
+    )
+    (line,) = _lines(out)
+    assert (line["input_tokens"], line["output_tokens"], line["bypass_count"]) == (1234, 56, 3)
+    assert line["access_token"] == REDACTED
+    assert line["x_api_key"] == REDACTED
+
+
+def test_database_errors_never_log_the_failing_row() -> None:
+    """A constraint violation's text quotes the row: such chains are logged without it."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    error = psycopg.errors.CheckViolation(
+        'new row violates check constraint "x"\nDETAIL:  Failing row contains (my diary entry).'
+    )
+    try:
+        try:
+            raise error
+        except psycopg.Error as exc:
+            raise RuntimeError("while writing chunks") from exc
+    except RuntimeError as wrapped:
+        get_logger("test").error("job failed", exc_info=wrapped)
+    text = out.getvalue()
+    assert "my diary entry" not in text
+    (line,) = _lines(out)
+    chain = line["exception_chain"]
+    assert isinstance(chain, list)
+    assert chain[0] == "RuntimeError"
+    assert str(chain[1]).startswith("CheckViolation")
