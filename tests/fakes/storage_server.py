@@ -84,6 +84,21 @@ SENDFILE_PIECE_BYTES = 64 * 1024
 _BROWSER_UA = re.compile(r"Mozilla/|Chrome/|Safari/|Firefox/")
 
 
+# Storage's answers for a missing bucket or object: HTTP 400, the real status in the body.
+NO_SUCH_BUCKET = {
+    "statusCode": "404",
+    "code": "NoSuchBucket",
+    "error": "Bucket not found",
+    "message": "Bucket not found",
+}
+NO_SUCH_KEY = {
+    "statusCode": "404",
+    "code": "NoSuchKey",
+    "error": "not_found",
+    "message": "Object not found",
+}
+
+
 # -- faults ---------------------------------------------------------------------------------
 
 
@@ -557,28 +572,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         found = storage._lookup(bucket, name)
         if found == "no_bucket":
-            self._json(
-                record,
-                400,
-                {
-                    "statusCode": "404",
-                    "code": "NoSuchBucket",
-                    "error": "Bucket not found",
-                    "message": "Bucket not found",
-                },
-            )
+            self._json(record, 400, NO_SUCH_BUCKET)
             return
         if found is None:
-            self._json(
-                record,
-                400,
-                {
-                    "statusCode": "404",
-                    "code": "NoSuchKey",
-                    "error": "not_found",
-                    "message": "Object not found",
-                },
-            )
+            self._json(record, 400, NO_SUCH_KEY)
             return
         self._send_object(record, found, headers, fault, head=head)
 
@@ -598,16 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         details = storage._bucket_details(bucket)
         if details is None:
-            self._json(
-                record,
-                400,
-                {
-                    "statusCode": "404",
-                    "code": "NoSuchBucket",
-                    "error": "Bucket not found",
-                    "message": "Bucket not found",
-                },
-            )
+            self._json(record, 400, NO_SUCH_BUCKET)
             return
         self._json(record, 200, details)
 
