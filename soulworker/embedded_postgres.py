@@ -274,6 +274,7 @@ class EmbeddedPostgres:
         try:
             if self._account is not None:
                 os.chown(self.directory, self._account.pw_uid, self._account.pw_gid)
+                binaries = self._reachable_copy(binaries)
             self._initdb(binaries)
             self._launch(binaries)
             self._wait_until_ready()
@@ -281,6 +282,36 @@ class EmbeddedPostgres:
             self.stop()
             raise
         return self.url
+
+    def _reachable_copy(self, binaries: PostgresBinaries) -> PostgresBinaries:
+        """Binaries the server's account can run: as they are when it can reach them, else a
+        copy of their installation in the private directory.
+
+        Running as root, the server runs as another account, which cannot enter a 0700 folder
+        such as a checkout under ``mktemp -d`` holding pgserver's binaries in its venv. Only a
+        relocatable installation (pgserver's: bin, lib and share side by side) is copied; a
+        system one lives where every account can reach it.
+        """
+        if _reachable_by_others(binaries.bindir):
+            return binaries
+        assert self.directory is not None
+        assert self._account is not None
+        # pgserver's binaries find their shared libraries at $ORIGIN/../../../pgserver.libs
+        # (where auditwheel puts them), so the copy keeps that layout: the package's install
+        # folder and the package's ".libs" folder side by side.
+        install = binaries.bindir.parent
+        package = install.parent
+        mirror = self.directory / "binaries"
+        shutil.copytree(install, mirror / package.name / install.name, symlinks=True)
+        libraries = package.parent / f"{package.name}.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, mirror / libraries.name, symlinks=True)
+        for root, folders, files in os.walk(mirror):
+            for name in (*folders, *files):
+                os.lchown(os.path.join(root, name), self._account.pw_uid, self._account.pw_gid)
+        os.chown(mirror, self._account.pw_uid, self._account.pw_gid)
+        copy = mirror / package.name / install.name
+        return PostgresBinaries(copy / binaries.bindir.name, binaries.major, binaries.source)
 
     @property
     def _uid(self) -> int | None:
