@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -78,9 +77,6 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 600.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 # The predecessor hit rate limits at 10 parallel calls and settled on 5.
 DEFAULT_MAX_CONCURRENT_CALLS = 5
-# Rough size of a token for budgeting without a request (English text on Claude tokenizers;
-# claude-haiku-5-5's tokenizer yields ~30 % more tokens, so treat this as a floor there).
-CHARS_PER_TOKEN = 4
 # Header naming the purpose of a request, so logs on either side (and the test fake) can
 # count calls per stage. It carries no user data.
 PURPOSE_HEADER = "X-Soulworker-Purpose"
@@ -90,11 +86,6 @@ COUNT_TOKENS_PURPOSE = "count_tokens"
 COMPLETE_STOP_REASON = "end_turn"
 
 _PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def estimate_tokens(text: str) -> int:
-    """A request-free token estimate: ``ceil(len(text) / CHARS_PER_TOKEN)``."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)

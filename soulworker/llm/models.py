@@ -19,12 +19,22 @@ DEFAULT_CONTEXT_TOKENS = 200_000
 # in non-Latin scripts more still. Prompts are sized against this pessimistic estimate.
 TOKEN_ESTIMATE_SAFETY = 1.5
 CHARS_PER_TOKEN = 4
+"""The request-free token estimate every part of soulworker shares: ceil(characters / 4), the
+usual figure for English text with Claude-family and embedding tokenizers and what the
+predecessor used. It underestimates CJK text and code, and claude-haiku-5-5's tokenizer yields
+~30 % more tokens, so it sizes chunks and budgets; nothing is billed by it (prompts that must
+fit use ``pessimistic_tokens``)."""
 
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
 
 
 def context_tokens(model: str) -> int:
     return CONTEXT_TOKENS.get(_DATED_SUFFIX.sub("", model), DEFAULT_CONTEXT_TOKENS)
+
+
+def estimate_tokens(text: str) -> int:
+    """A request-free token estimate: ``ceil(len(text) / CHARS_PER_TOKEN)``."""
+    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def pessimistic_tokens(text_chars: int) -> int:

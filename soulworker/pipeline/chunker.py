@@ -24,6 +24,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens
 from soulworker.pipeline.conversation import (
     Chunk,
     ChunkTier,
@@ -31,11 +32,6 @@ from soulworker.pipeline.conversation import (
     Role,
     epoch_to_datetime,
 )
-
-CHARS_PER_TOKEN = 4
-"""Token estimate: ceil(characters / 4), the usual figure for English text with Claude-family
-and embedding tokenizers and what the predecessor used. It underestimates tokens for CJK text
-and code; it only sizes chunks, nothing is billed by it."""
 
 RECENT_DAYS = 180
 """``is_recent`` means created within this many days of the job (DESIGN §2: "under 180 days")."""
@@ -77,11 +73,6 @@ SENTENCE_SEPARATORS = (". ", "? ", "! ", "\n", "\u3002", "\uff01", "\uff1f")
 exclamation and question marks, which are not followed by spaces."""
 
 MESSAGE_SEPARATOR = "\n"
-
-
-def estimate_tokens(text: str) -> int:
-    """ceil(len(text) / CHARS_PER_TOKEN)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def conversation_created_at(conversation: Conversation, fallback: datetime) -> datetime:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from soulworker.llm.models import CHARS_PER_TOKEN
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.usage import CallUsage
 from soulworker.pipeline import prompts
 from soulworker.pipeline.full_pass_plan import EXCERPT_OVERHEAD_TOKENS, ChunkStat, plan_full_pass
 from soulworker.settings import Settings
 
-CHARS_PER_TOKEN = 4
 # A soulprint answer (five sections, ~40 fields) is ~2,500 tokens.
 SOULPRINT_OUTPUT_TOKENS = 2_500
 # Facts are a fraction of what they are extracted from: ~8 % of a batch's input, at most the

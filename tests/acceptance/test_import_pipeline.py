@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from soulworker.pipeline.chunker import RECENT_DAYS, estimate_tokens
+from soulworker.llm.models import estimate_tokens
+from soulworker.pipeline.chunker import RECENT_DAYS
 from soulworker.pipeline.conversation import UNTITLED
 from soulworker.tempfiles import ROOT_PREFIX, WorkspaceRoot
 from tests.acceptance.pipeline_harness import ImportHarness

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow, dict_row
 
+from soulworker.llm.models import estimate_tokens
 from soulworker.pipeline import chunk_writer
 from soulworker.pipeline.chunk_writer import ChunkWriter
-from soulworker.pipeline.chunker import estimate_tokens
 from soulworker.pipeline.conversation import Chunk, ChunkTier
 
 pytestmark = pytest.mark.db

@@ -19,7 +19,6 @@ from soulworker.llm.client import (
     PURPOSE_HEADER,
     ModelClient,
     ModelClientConfig,
-    estimate_tokens,
 )
 from soulworker.llm.errors import (
     ModelAuthFailed,
@@ -32,6 +31,7 @@ from soulworker.llm.errors import (
     ModelUnavailable,
     is_spend_limit_error,
 )
+from soulworker.llm.models import estimate_tokens
 from soulworker.llm.pricing import DEFAULT_PRICES, PriceTable
 from soulworker.llm.retry import RetryPolicy, is_retryable_api_error, retry_after_seconds
 from soulworker.llm.schemas import FACT_EXTRACTION, SOULPRINT, OutputSchema

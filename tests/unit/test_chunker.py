@@ -8,13 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens
 from soulworker.pipeline.chunker import (
-    CHARS_PER_TOKEN,
     DEFAULT_TIER,
     RECENT_DAYS,
     TIER_SPECS,
     chunk_conversation,
-    estimate_tokens,
 )
 from soulworker.pipeline.conversation import (
     Chunk,
