@@ -158,7 +158,10 @@ def test_sigterm_releases_the_job_uncharged_and_another_worker_completes_it(db_u
 
 def test_sigterm_releases_a_job_that_never_checkpoints_after_the_budget(db_url: str) -> None:
     job_id = enqueue(db_url, "hang")
-    worker = WorkerProcess(db_url, env={**FAST, "SOULWORKER_SHUTDOWN_SECONDS": "1"}).start()
+    # A lease long enough that a stall of the machine cannot make the heartbeat give up (the
+    # job would then be left to its lease, correctly, and this test is about the budget).
+    settings = {**FAST, "SOULWORKER_LEASE_SECONDS": "10", "SOULWORKER_SHUTDOWN_SECONDS": "1"}
+    worker = WorkerProcess(db_url, env=settings).start()
     try:
         wait_for(
             lambda: handler_events(db_url, job_id),
@@ -172,9 +175,9 @@ def test_sigterm_releases_a_job_that_never_checkpoints_after_the_budget(db_url: 
         elapsed = time.monotonic() - signalled
     finally:
         worker.stop()
-    assert 1 <= elapsed < 5
+    assert 1 <= elapsed < 5, worker.output()
     row = job(db_url, job_id)
-    assert (row["status"], row["attempt"]) == ("queued", 0)
+    assert (row["status"], row["attempt"]) == ("queued", 0), worker.output()
 
 
 def test_second_signal_exits_at_once(db_url: str) -> None:
