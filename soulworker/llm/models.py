@@ -32,9 +32,14 @@ def context_tokens(model: str) -> int:
     return CONTEXT_TOKENS.get(_DATED_SUFFIX.sub("", model), DEFAULT_CONTEXT_TOKENS)
 
 
+def tokens_for_chars(chars: int) -> int:
+    """The request-free token estimate for ``chars`` characters: ``ceil(chars / 4)``."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
 def estimate_tokens(text: str) -> int:
-    """A request-free token estimate: ``ceil(len(text) / CHARS_PER_TOKEN)``."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """The request-free token estimate for ``text`` (``tokens_for_chars`` of its length)."""
+    return tokens_for_chars(len(text))
 
 
 def pessimistic_tokens(text_chars: int) -> int:

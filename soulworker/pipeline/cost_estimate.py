@@ -10,12 +10,11 @@ Messages API in the tests produces.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from soulworker.llm.models import CHARS_PER_TOKEN
+from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens, tokens_for_chars
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.usage import CallUsage
 from soulworker.pipeline import prompts
@@ -32,10 +31,6 @@ FACT_OUTPUT_MAX_TOKENS = 6_000
 MEMORY_TOKENS = 7_500
 
 
-def _tokens(chars: int) -> int:
-    return math.ceil(chars / CHARS_PER_TOKEN)
-
-
 def estimate_model_cost(
     *,
     sample_chars: int,
@@ -47,23 +42,23 @@ def estimate_model_cost(
 ) -> dict[str, Any]:
     """Calls, tokens and USD per stage and in total, at the configured models' prices."""
     table = prices or PriceTable.defaults()
-    soulprint_system = _tokens(len(prompts.soulprint_system(with_memory=False)))
-    quick_input = soulprint_system + _tokens(sample_chars + persona_chars) + 200
+    soulprint_system = estimate_tokens(prompts.soulprint_system(with_memory=False))
+    quick_input = soulprint_system + tokens_for_chars(sample_chars + persona_chars) + 200
     plan = plan_full_pass(
         chunk_stats,
         batch_tokens=settings.full_pass_batch_tokens,
         budget_tokens=settings.full_pass_token_budget,
     )
     by_index = {stat.chunk_index: stat for stat in chunk_stats}
-    fact_system = _tokens(len(prompts.FACT_EXTRACTION_SYSTEM))
+    fact_system = estimate_tokens(prompts.FACT_EXTRACTION_SYSTEM)
     batch_inputs = [
         fact_system + 50 + sum(by_index[i].new_tokens + EXCERPT_OVERHEAD_TOKENS for i in batch)
         for batch in plan.batches
     ]
     batch_outputs = [min(FACT_OUTPUT_MAX_TOKENS, int(t * FACT_OUTPUT_RATIO)) for t in batch_inputs]
     v2_input = (
-        _tokens(len(prompts.soulprint_system(with_memory=True)))
-        + _tokens(v2_sample_chars + persona_chars)
+        estimate_tokens(prompts.soulprint_system(with_memory=True))
+        + tokens_for_chars(v2_sample_chars + persona_chars)
         + MEMORY_TOKENS
     )
     stages = {

@@ -15,13 +15,12 @@ first call, so a resumed job works through exactly the same batches.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from soulworker.llm.models import CHARS_PER_TOKEN
+from soulworker.llm.models import tokens_for_chars
 
 # Tags and numbering around each excerpt in a batch prompt.
 EXCERPT_OVERHEAD_TOKENS = 20
@@ -39,7 +38,7 @@ class ChunkStat:
     @property
     def new_tokens(self) -> int:
         """Tokens this chunk adds to the full pass once its overlap is stripped."""
-        return max(1, self.token_count - math.ceil(self.overlap_chars / CHARS_PER_TOKEN))
+        return max(1, self.token_count - tokens_for_chars(self.overlap_chars))
 
 
 @dataclass
