@@ -50,7 +50,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import ijson
 
@@ -75,7 +75,13 @@ from soulworker.pipeline.export_guard import (
     Refusal,
     StructureGuard,
 )
-from soulworker.pipeline.export_scan import ScanJob, ScanProcess
+from soulworker.pipeline.export_scan import (
+    DAMAGE_SEARCH_BYTES,
+    ScanJob,
+    ScanProcess,
+    ScanStoppedAtDamage,
+    helper_failed,
+)
 from soulworker.pipeline.export_sniff import (
     JSON_WHITESPACE,
     SNIFF_BYTES,
@@ -579,7 +585,10 @@ class _GuardedStream:
             if not data:
                 return b""
             start = self.offset - len(data)
-        refusal = self._guard.check(data)
+        try:
+            refusal = self._guard.check(data)
+        except ScanStoppedAtDamage as stopped:
+            self._meet_damage(stopped.offset)
         if refusal is not None:
             self._refused = NestingTooDeep(
                 start + refusal.index,
@@ -600,6 +609,16 @@ class _GuardedStream:
         self._last_start = start
         self._last_size = len(data)
         return data
+
+    def _meet_damage(self, checked: int) -> NoReturn:
+        """The helper stopped at damage after ``checked`` guarded bytes; the bytes past them were
+        never checked, so read on without parsing until this stream meets the damage too
+        (``_pull`` raises the error a person can act on). Nothing wrong nearby means the helper
+        failed for reasons of its own: transient."""
+        limit = checked + (len(UTF8_BOM) if self.bom else 0) + DAMAGE_SEARCH_BYTES
+        while self.offset < limit and self._pull(READ_SIZE):
+            pass
+        raise helper_failed()
 
     def item_done(self) -> None:
         """ijson finished an item in the last buffer: a conversation's bytes start there at most."""

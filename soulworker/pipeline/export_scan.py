@@ -13,9 +13,10 @@ Protocol: the parent writes one line (``ScanJob.encode``) to the helper's stdin;
 ``offset`` is safe, sent every ``REPORT_BYTES``), ``END`` (the stream ended, ``offset`` bytes,
 all safe), ``REFUSED_DEPTH`` / ``REFUSED_KEY`` (the byte at ``offset`` must not be parsed), and
 ``SOURCE_ERROR`` (the helper could not read past ``offset``; the parent will meet the same
-damage itself and report it). Offsets count the bytes the guard sees: the stream without its
-leading UTF-8 BOM. The helper exits after the last stream or its first refusal, and dies with a
-broken pipe if the parent goes away.
+damage itself and report it: ``verdict`` raises ``ScanStoppedAtDamage`` for bytes past that
+point, and the reader reads on without parsing until the damage shows). Offsets count the
+bytes the guard sees: the stream without its leading UTF-8 BOM. The helper exits after the
+last stream or its first refusal, and dies with a broken pipe if the parent goes away.
 
 The helper starts in ~30 ms; until it has got ahead, the parser's chunks are checked in-process
 (``RemoteGuard``), so start-up costs little. If the helper cannot be started, the reader uses
@@ -52,6 +53,24 @@ SCAN_READ_SIZE = 256 * 1024
 
 REPORT_BYTES = 1024 * 1024
 """How often the helper reports progress; the parser waits at most this far behind it."""
+
+
+DAMAGE_SEARCH_BYTES = 4 * SCAN_READ_SIZE
+"""How far past the helper's last good offset the reader looks for the damage that stopped it.
+The helper met it within one of its reads (a CRC at a member's end, a broken deflate block, a
+cut-off body), and both processes decompress the same data, so the reader meets it within
+``SCAN_READ_SIZE``; the rest is slack. Finding nothing there means the helper failed for its own
+reasons, which is transient."""
+
+
+class ScanStoppedAtDamage(Exception):
+    """The helper could not read its stream past ``offset`` (``SOURCE_ERROR``), and the parser
+    has asked about bytes beyond it. Those bytes were never checked, so they must not be parsed:
+    the reader reads on without parsing to meet the damage itself and report it properly."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the export check stopped at byte {offset}")
+        self.offset = offset
 
 
 class ScanJob(NamedTuple):
@@ -201,7 +220,11 @@ class ScanProcess:
     ) -> tuple[int, int] | Literal[False] | None:
         """The helper's verdict on the bytes before ``end`` of a stream: ``None`` when they are
         safe, ``(offset, status)`` for a refusal before ``end``. With ``wait=False`` it returns
-        ``False`` instead of waiting when the helper has not got that far yet."""
+        ``False`` instead of waiting when the helper has not got that far yet.
+
+        Raises ``ScanStoppedAtDamage`` (with ``wait``) when the helper could not read the stream
+        as far as ``end``, and ``TransientJobError`` when the helper died or disagrees about
+        where the stream ends."""
         while True:
             refused = self._refused.get(stream_index)
             if refused is not None and refused[0] < end:
@@ -210,11 +233,15 @@ class ScanProcess:
                 return None
             ended = self._ended.get(stream_index)
             failed = self._failed.get(stream_index)
+            if wait and failed is not None and end > failed:
+                # The parser's reads are smaller than the helper's, so it can get bytes past the
+                # helper's failing read before meeting the damage itself.
+                raise ScanStoppedAtDamage(failed)
             if (ended is not None and end > ended) or (failed is not None and end > failed):
                 self.dead = True
             if self.dead:
                 if wait:
-                    raise _helper_failed()
+                    raise helper_failed()
                 return False
             if not wait and not _readable(self._stdout):
                 return False
@@ -291,7 +318,7 @@ def _readable(stream: IO[bytes]) -> bool:
     return bool(select.select([stream], [], [], 0)[0])
 
 
-def _helper_failed() -> TransientJobError:
+def helper_failed() -> TransientJobError:
     return TransientJobError(
         "The export check stopped unexpectedly; the import will be retried.",
         code="export_scan_failed",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import random
 import struct
 import subprocess
 import sys
@@ -78,13 +79,18 @@ def make_zip(entries: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATE
 
 
 def patch_central(data: bytes, name: str, **fields: int) -> bytes:
-    """Rewrites fields of ``name``'s central directory record: flags, method, file_size."""
+    """Rewrites fields of ``name``'s central directory record: flags, method, crc, file_size."""
     out = bytearray(data)
     position = out.find(b"PK\x01\x02")
     while position >= 0:
         name_length = struct.unpack_from("<H", out, position + 28)[0]
         if out[position + 46 : position + 46 + name_length] == name.encode():
-            offsets = {"flags": (8, "<H"), "method": (10, "<H"), "file_size": (24, "<I")}
+            offsets = {
+                "flags": (8, "<H"),
+                "method": (10, "<H"),
+                "crc": (16, "<I"),
+                "file_size": (24, "<I"),
+            }
             for field, value in fields.items():
                 offset, fmt = offsets[field]
                 struct.pack_into(fmt, out, position + offset, value)
@@ -614,6 +620,104 @@ def test_the_helper_process_is_stopped_when_iteration_stops_early(tmp_path: Path
     assert scan is not None
     reader.close()
     assert scan._process.returncode is not None
+
+
+def _wordy_array(count: int) -> bytes:
+    """``count`` conversations of ~1 KB of digits: compressible, but not like a bomb."""
+    rng = random.Random(count)
+    return json.dumps(
+        [conv(f"c{i}", text=" ".join(str(rng.random()) for _ in range(50))) for i in range(count)]
+    ).encode()
+
+
+def _with_bad_crc(data: bytes, name: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        crc = archive.getinfo(name).CRC
+    return patch_central(data, name, crc=crc ^ 0xFFFF)
+
+
+def _read_after_the_helper_finished(reader: ExportReader) -> None:
+    """Reads ``reader`` to its end, letting the helper finish after the first conversation so
+    that its verdicts decide: a small export is otherwise checked in-process until the helper
+    has caught up, and the helper's reports would come too late to matter."""
+    conversations = iter(reader)
+    next(conversations)
+    assert reader._scan is not None
+    reader._scan._process.wait(timeout=30)
+    for _ in conversations:
+        pass
+
+
+# Three sizes, so the member ends at different points of the helper's last 256 KiB read.
+@pytest.mark.parametrize("count", [4000, 9000, 9111])
+@pytest.mark.parametrize(
+    "method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"]
+)
+def test_damage_the_helper_meets_first_is_reported_as_damage(
+    tmp_path: Path, method: int, count: int
+) -> None:
+    # The helper reads 256 KiB at a time and the parser 64 KiB, so the parser can get intact
+    # bytes past the helper's failing read before its own read meets the bad CRC. Those bytes
+    # were never checked: they are read on without parsing until the damage shows.
+    name = "conversations.json"
+    data = _with_bad_crc(make_zip([(name, _wordy_array(count))], method), name)
+    reader = ExportReader(put(tmp_path, data), limits=HELPER)
+    with pytest.raises(ExportError) as caught:
+        _read_after_the_helper_finished(reader)
+    assert caught.value.code == "corrupt_archive"
+    assert caught.value.member == name
+
+
+def test_a_cut_off_gzip_is_reported_as_truncated_with_the_helper(tmp_path: Path) -> None:
+    packed = gzip.compress(_wordy_array(9000))
+    reader = ExportReader(put(tmp_path, packed[: len(packed) * 2 // 3], "cut.gz"), limits=HELPER)
+    with pytest.raises(ExportError) as caught:
+        _read_after_the_helper_finished(reader)
+    assert caught.value.code == "export_truncated"
+
+
+class _HelperReadsAnotherFile(ExportReader):
+    """A reader whose helper scans ``helper_path`` while the parser reads ``path``."""
+
+    def __init__(self, path: Path, helper_path: Path) -> None:
+        super().__init__(path, limits=HELPER)
+        self._helper_path = str(helper_path)
+
+    def _start_scan(
+        self, kind: ExportKind, expected_bytes: int, members: list[int] | None = None
+    ) -> None:
+        parsed, self.path = self.path, self._helper_path
+        try:
+            super()._start_scan(kind, expected_bytes, members)
+        finally:
+            self.path = parsed
+
+
+def test_a_helper_failing_on_data_the_parser_reads_intact_is_transient(tmp_path: Path) -> None:
+    from soulworker.queue.errors import TransientJobError
+
+    name = "conversations.json"
+    data = make_zip([(name, _wordy_array(9000))], zipfile.ZIP_STORED)
+    intact = put(tmp_path, data, "intact.zip")
+    damaged = put(tmp_path, _with_bad_crc(data, name), "damaged.zip")
+    with pytest.raises(TransientJobError) as caught:
+        _read_after_the_helper_finished(_HelperReadsAnotherFile(intact, damaged))
+    assert caught.value.code == "export_scan_failed"
+
+
+def test_the_helpers_verdict_past_a_stream_it_could_not_read(tmp_path: Path) -> None:
+    from soulworker.pipeline.export_scan import ScanJob, ScanProcess, ScanStoppedAtDamage
+
+    cut = put(tmp_path, gzip.compress(_wordy_array(100))[:200], "cut.gz")
+    process = ScanProcess(ScanJob(path=str(cut), kind="gzip", max_depth=3, max_key_bytes=1024))
+    try:
+        process._process.wait(timeout=30)
+        assert process.verdict(0, 10, wait=False) is False  # the in-process guard stays in charge
+        with pytest.raises(ScanStoppedAtDamage) as caught:
+            process.verdict(0, 10)
+        assert caught.value.offset == 0
+    finally:
+        process.close()
 
 
 def test_a_helper_that_dies_early_leaves_the_in_process_guard_in_charge(tmp_path: Path) -> None:
