@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,10 @@ def export_file(size: int, form: ExportForm, seed: int) -> Path:
     return path
 
 
-def bare_ijson_seconds(path: Path) -> tuple[float, int, int]:
-    """(seconds, conversations, JSON bytes) for bare ``ijson.items`` over the export's JSON."""
+def export_items(path: Path) -> Iterator[Any]:
+    """Bare ``ijson.items(f, "item", use_float=True)`` over the export's JSON: the file, or a
+    ZIP's conversation members in numeric order (decompression included)."""
     backend = ijson.get_backend("yajl2_c")
-    started = time.perf_counter()
-    items = 0
-    json_bytes = 0
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             members = sorted(
@@ -77,14 +76,26 @@ def bare_ijson_seconds(path: Path) -> tuple[float, int, int]:
                 key=lambda info: int(SHARD.match(info.filename).group(1) or -1),  # type: ignore[union-attr]
             )
             for info in members:
-                json_bytes += info.file_size
                 with archive.open(info) as member:
-                    items += sum(1 for _ in backend.items(member, "item", use_float=True))
+                    yield from backend.items(member, "item", use_float=True)
     else:
-        json_bytes = path.stat().st_size
         with path.open("rb") as handle:
-            items = sum(1 for _ in backend.items(handle, "item", use_float=True))
-    return time.perf_counter() - started, items, json_bytes
+            yield from backend.items(handle, "item", use_float=True)
+
+
+def json_bytes_of(path: Path) -> int:
+    """Uncompressed bytes of the export's conversation JSON."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist() if SHARD.match(info.filename))
+    return path.stat().st_size
+
+
+def bare_ijson_seconds(path: Path) -> tuple[float, int, int]:
+    """(seconds, conversations, JSON bytes) for bare ``ijson.items`` over the export's JSON."""
+    started = time.perf_counter()
+    items = sum(1 for _ in export_items(path))
+    return time.perf_counter() - started, items, json_bytes_of(path)
 
 
 class TreeRss:
