@@ -16,7 +16,10 @@ with everything else taken away.
   Storage with the real download code, as a job does.
 
 ``bare / floor`` is the best ratio any implementation of the pipeline could reach on this machine,
-with every DESIGN §4 rule free. Medians over ``--runs`` runs, interleaved.
+with every DESIGN §4 rule free. Next to it, the same run times what the floor leaves out: the
+real linearizer, chunker, quick-pass sampler and persona collector over the same conversations
+(ijson's time excluded), which is what the rules cost on top of the floor. Medians over
+``--runs`` runs, interleaved.
 
     python bench/pipeline_floor.py [--size 100MB] [--form json|zip-shards] [--runs 5]
 """
@@ -48,15 +51,47 @@ from bench.pipeline_throughput import (  # noqa: E402
     json_bytes_of,
 )
 from bench.scratch_import import prepare_job, worker_env  # noqa: E402
+from soulworker.llm.models import sample_hard_cap_chars  # noqa: E402
 from soulworker.pipeline.chunk_writer import ChunkWriter  # noqa: E402
 from soulworker.pipeline.chunker import chunk_conversation  # noqa: E402
 from soulworker.pipeline.conversation import Chunk  # noqa: E402
 from soulworker.pipeline.linearize import linearize  # noqa: E402
+from soulworker.pipeline.persona import PersonaCollector  # noqa: E402
+from soulworker.pipeline.sampler import QuickPassSampler  # noqa: E402
 from soulworker.pipeline.storage_download import StorageConfig, download_export  # noqa: E402
 from soulworker.pipeline.storage_path import parse_storage_path  # noqa: E402
+from soulworker.settings import Settings  # noqa: E402
 from tests import pg  # noqa: E402
 from tests.fakes.export_generator import ExportForm  # noqa: E402
 from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
+
+
+def rules_seconds(export: Path) -> dict[str, float]:
+    """Seconds spent in each per-conversation step of the parse stage, ijson's time excluded."""
+    settings = Settings()
+    now = datetime.now(UTC)
+    sampler = QuickPassSampler(
+        budget_chars=settings.quick_pass_sample_chars,
+        hard_cap_chars=sample_hard_cap_chars(settings.quick_pass_model),
+    )
+    persona = PersonaCollector(budget_chars=settings.persona_signal_chars)
+    spent = dict.fromkeys(("linearize", "chunk", "sample", "persona"), 0.0)
+    clock = time.perf_counter
+    for raw in export_items(export):
+        started = clock()
+        conversation = linearize(raw)
+        linearized = clock()
+        persona.add_conversation(conversation)
+        collected = clock()
+        spent["linearize"] += linearized - started
+        spent["persona"] += collected - linearized
+        if conversation.messages:
+            chunk_conversation(conversation, now=now, fallback_created_at=now)
+            chunked = clock()
+            sampler.offer(conversation)
+            spent["chunk"] += chunked - collected
+            spent["sample"] += clock() - chunked
+    return spent
 
 
 def precomputed_chunks(export: Path) -> list[list[Chunk]]:
@@ -117,6 +152,7 @@ def main() -> int:
     copy: list[float] = []
     total: list[float] = []
     downloads: list[float] = []
+    rules: list[dict[str, float]] = []
     with StorageServer() as storage, tempfile.TemporaryDirectory() as work:
         for _ in range(args.runs):
             with pg.scratch_database(server_url) as url:
@@ -127,6 +163,7 @@ def main() -> int:
                 job, storage_path = row
                 local = Path(work) / export.name
                 bare.append(bare_ijson_seconds(export)[0])
+                rules.append(rules_seconds(export))
                 copy.append(asyncio.run(ijson_and_copy(export, url, job, user, chunks)))
                 with psycopg.connect(url) as conn:  # as in a fresh job: nothing to replace
                     conn.execute("delete from conversation_chunks")
@@ -148,6 +185,15 @@ def main() -> int:
     line("ijson + COPY of the chunks", copy)
     line("download + ijson + COPY", total)
     print(f"\ndownload alone: median {statistics.median(downloads):.2f} s")
+    steps = {step: statistics.median(run[step] for run in rules) for step in rules[0]}
+    shown = ", ".join(f"{step} {seconds:.2f}" for step, seconds in steps.items())
+    spent = statistics.median(sum(run.values()) for run in rules)
+    with_rules = statistics.median(total) + spent
+    print(f"the rules the floor leaves out (s): {shown}; together {spent:.2f}")
+    print(
+        f"floor + rules: {with_rules:.2f} s, ratio {statistics.median(bare) / with_rules:.2f} "
+        "(the pipeline's best, were nothing else to cost anything)"
+    )
     return 0
 
 
