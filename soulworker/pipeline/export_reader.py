@@ -50,6 +50,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn, Protocol
 
 import ijson
@@ -75,6 +76,7 @@ from soulworker.pipeline.export_guard import (
     Refusal,
     StructureGuard,
 )
+from soulworker.pipeline.export_relay import RelayedStream
 from soulworker.pipeline.export_scan import (
     DAMAGE_SEARCH_BYTES,
     ScanJob,
@@ -343,15 +345,18 @@ class ExportReader:
                 info = member.info
                 self.current_member = member.name
 
-                def position(info: zipfile.ZipInfo = info, finished: int = finished) -> int:
-                    inside = min(max(raw.tell() - info.header_offset, 0), info.compress_size)
-                    return finished + inside
-
                 def reopen(info: zipfile.ZipInfo = info, name: str = member.name) -> ByteSource:
                     return _open_member(archive, info, name)
 
                 spec = _Spec(member.name, reopen)
-                source = _open_member(archive, info, member.name)
+                source: ByteSource
+                position: Callable[[], int]
+                if self._scan is not None:  # the helper decompresses it already: read its copy
+                    source = relayed = RelayedStream(self._scan, index, reopen)
+                    position = partial(_relayed_position, relayed, info, finished)
+                else:
+                    source = _open_member(archive, info, member.name)
+                    position = partial(_file_position, raw, info, finished)
                 yield from self._read_stream(backend, spec, source, position=position, index=index)
                 finished += info.compress_size
             self.current_member = None
@@ -639,6 +644,18 @@ class _GuardedStream:
         except UnicodeDecodeError as error:
             return self._last_start - len(self._previous_tail) + error.start
         return self._last_start
+
+
+def _file_position(raw: io.BufferedReader, info: zipfile.ZipInfo, finished: int) -> int:
+    """Compressed bytes of the members read so far, from the archive file's position."""
+    inside = min(max(raw.tell() - info.header_offset, 0), info.compress_size)
+    return finished + inside
+
+
+def _relayed_position(relayed: RelayedStream, info: zipfile.ZipInfo, finished: int) -> int:
+    """The same, estimated from the relayed bytes (the parser does not read the archive)."""
+    share = relayed.delivered / info.file_size if info.file_size else 1.0
+    return finished + min(int(share * info.compress_size), info.compress_size)
 
 
 def _last_character(chunk: bytes) -> bytes:

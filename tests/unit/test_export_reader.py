@@ -637,13 +637,14 @@ def _with_bad_crc(data: bytes, name: str) -> bytes:
 
 
 def _read_after_the_helper_finished(reader: ExportReader) -> None:
-    """Reads ``reader`` to its end, letting the helper finish after the first conversation so
-    that its verdicts decide: a small export is otherwise checked in-process until the helper
-    has caught up, and the helper's reports would come too late to matter."""
+    """Reads ``reader`` to its end with the helper's verdicts deciding. A ZIP's bytes come from
+    the helper, so that is always so; otherwise the helper is let finish after the first
+    conversation, since a small export is checked in-process until the helper has caught up."""
     conversations = iter(reader)
     next(conversations)
     assert reader._scan is not None
-    reader._scan._process.wait(timeout=30)
+    if reader.kind is not ExportKind.ZIP:
+        reader._scan._process.wait(timeout=30)
     for _ in conversations:
         pass
 
@@ -702,6 +703,57 @@ def test_a_helper_failing_on_data_the_parser_reads_intact_is_transient(tmp_path:
     damaged = put(tmp_path, _with_bad_crc(data, name), "damaged.zip")
     with pytest.raises(TransientJobError) as caught:
         _read_after_the_helper_finished(_HelperReadsAnotherFile(intact, damaged))
+    assert caught.value.code == "export_scan_failed"
+
+
+# -- relaying: a ZIP's members come from the helper ------------------------------------------
+
+
+def test_a_relayed_member_is_refused_at_the_first_byte_too_deep(tmp_path: Path) -> None:
+    data = b'[{"id": "a"}, ' + b"[" * 300_000
+    path = put(tmp_path, make_zip([("conversations.json", data)]))
+    error, seen = failure(path, HELPER)
+    assert error.code == "nesting_too_deep"
+    assert error.member == "conversations.json"
+    assert error.offset == data.index(b"[[") + 127  # the 129th level
+    assert seen == ["a"]
+
+
+def test_a_relayed_member_with_a_bom_keeps_its_offsets(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    good = make_zip([("conversations.json", bom + array("a", "b"))])
+    assert ids(put(tmp_path, good, "good.zip"), HELPER) == ["a", "b"]
+    deep = make_zip([("conversations.json", bom + b"[" + b'{"a":' * 100_000)])
+    error, _ = failure(put(tmp_path, deep, "deep.zip"), HELPER)
+    assert error.code == "nesting_too_deep"
+    assert error.offset == len(bom) + 1 + 5 * 127  # offsets count the BOM
+
+
+def test_relayed_shards_with_a_blank_one_read_back_in_order(tmp_path: Path) -> None:
+    data = make_zip(
+        [
+            ("conversations-000.json", _wordy_array(3000)),
+            ("conversations-001.json", b"  \n "),
+            ("conversations-002.json", array("last")),
+        ]
+    )
+    items, reader = read(put(tmp_path, data), HELPER)
+    assert [item["id"] for item in items] == [f"c{i}" for i in range(3000)] + ["last"]
+    assert reader.progress == 1.0
+
+
+def test_a_helper_killed_while_relaying_fails_the_job_as_transient(tmp_path: Path) -> None:
+    from soulworker.queue.errors import TransientJobError
+
+    path = put(tmp_path, make_zip([("conversations.json", _wordy_array(12_000))]))
+    reader = ExportReader(path, limits=HELPER)
+    conversations = iter(reader)
+    next(conversations)
+    assert reader._scan is not None
+    reader._scan._process.kill()  # the pipe still holds some bytes; the rest never comes
+    with pytest.raises(TransientJobError) as caught:
+        for _ in conversations:
+            pass
     assert caught.value.code == "export_scan_failed"
 
 
