@@ -68,8 +68,8 @@ RELAYED_KINDS = frozenset({"zip"})
 gain the same, but its streaming ratio check reads the compressed position of the parser's own
 decompressor."""
 
-RECEIVE_BYTES = 1024 * 1024
-"""The most the parent reads from the helper's pipe at once (records and relayed bytes)."""
+PIPE_BYTES = 1024 * 1024
+"""The pipe's capacity (Linux): how far the helper can run ahead of the parser when relaying."""
 
 SCAN_READ_SIZE = 256 * 1024
 """The helper's read size: large reads keep its per-call overhead negligible."""
@@ -243,7 +243,6 @@ class ScanProcess:
             self.close()
             raise
         _widen_pipe(self._stdout)
-        self._buffer = bytearray()
         self._relayed: dict[int, deque[bytes]] = {}
         self._abandoned: set[int] = set()
         self._safe: dict[int, int] = {}
@@ -315,36 +314,45 @@ class ScanProcess:
         self._relayed.pop(stream_index, None)
 
     def _receive(self) -> None:
-        chunk = os.read(self._stdout.fileno(), RECEIVE_BYTES)
-        if not chunk:
+        """Takes the next record (and a ``DATA`` record's bytes) from the helper, waiting for it.
+        Frames are read whole with exact reads, so relayed bytes arrive as the ``bytes`` object
+        the kernel filled, without further copies."""
+        header = self._read_exactly(_RECORD.size)
+        if header is None:
             self.dead = True  # verdict() decides whether that is fatal
             return
-        buffer = self._buffer
-        buffer += chunk
-        start = 0
-        while len(buffer) - start >= _RECORD.size:
-            index, status, offset = _RECORD.unpack_from(buffer, start)
-            if status == DATA:
-                end = start + _RECORD.size + offset
-                if len(buffer) < end:
-                    break  # the rest of the bytes is still in the pipe
-                if index not in self._abandoned:
-                    with memoryview(buffer) as view:  # one copy; released before the buffer shrinks
-                        data = bytes(view[start + _RECORD.size : end])
-                    self._relayed.setdefault(index, deque()).append(data)
-                start = end
-                continue
-            start += _RECORD.size
-            if status in (SAFE, END):
-                self._safe[index] = offset
-                if status == END:
-                    self._ended[index] = offset
-            elif status == SOURCE_ERROR:
-                self._safe[index] = offset
-                self._failed[index] = offset
-            else:
-                self._refused[index] = (offset, status)
-        del buffer[:start]
+        index, status, offset = _RECORD.unpack(header)
+        if status == DATA:
+            data = self._read_exactly(offset)
+            if data is None:
+                self.dead = True
+            elif index not in self._abandoned:
+                self._relayed.setdefault(index, deque()).append(data)
+        elif status in (SAFE, END):
+            self._safe[index] = offset
+            if status == END:
+                self._ended[index] = offset
+        elif status == SOURCE_ERROR:
+            self._safe[index] = offset
+            self._failed[index] = offset
+        else:
+            self._refused[index] = (offset, status)
+
+    def _read_exactly(self, size: int) -> bytes | None:
+        """``size`` bytes from the helper's pipe, or ``None`` if it closed first."""
+        fd = self._stdout.fileno()
+        data = os.read(fd, size)
+        if len(data) == size:
+            return data
+        parts = [data]
+        missing = size - len(data)
+        while missing:
+            if not data:
+                return None
+            data = os.read(fd, missing)
+            parts.append(data)
+            missing -= len(data)
+        return b"".join(parts)
 
     def close(self) -> None:
         """Stops the helper if it still runs and reaps it."""
@@ -400,7 +408,7 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         return
     # Over the system's limit for unprivileged users it fails: the default pipe still works.
     with contextlib.suppress(OSError):
-        fcntl.fcntl(stream.fileno(), set_pipe_size, RECEIVE_BYTES)
+        fcntl.fcntl(stream.fileno(), set_pipe_size, PIPE_BYTES)
 
 
 def _readable(stream: IO[bytes]) -> bool:
