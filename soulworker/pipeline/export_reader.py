@@ -79,6 +79,7 @@ from soulworker.pipeline.export_guard import (
 from soulworker.pipeline.export_relay import RelayedStream
 from soulworker.pipeline.export_scan import (
     DAMAGE_SEARCH_BYTES,
+    ByteSource,
     ScanJob,
     ScanProcess,
     ScanStoppedAtDamage,
@@ -183,14 +184,6 @@ class ExportLimits:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
     scan_process_min_bytes: int | None = DEFAULT_SCAN_PROCESS_MIN_BYTES  # None: never
-
-
-class ByteSource(Protocol):
-    """What the reader reads from: a file, a ``GzipFile`` body or a ZIP member."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,11 @@ its reading time. Everything the parser needs from a ZIP member source is kept:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
-from soulworker.pipeline.export_scan import ScanProcess, ScanStoppedAtDamage
+from soulworker.pipeline.export_scan import ByteSource, ScanProcess, ScanStoppedAtDamage
 
 SKIP_READ_BYTES = 1024 * 1024
 """Read size when skipping what was already delivered in a reopened member (the error path)."""
-
-
-class _Source(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
 
 
 class RelayedStream:
@@ -36,15 +29,14 @@ class RelayedStream:
     before the end. ``delivered`` counts the bytes returned so far.
     """
 
-    def __init__(self, process: ScanProcess, index: int, reopen: Callable[[], _Source]) -> None:
+    def __init__(self, process: ScanProcess, index: int, reopen: Callable[[], ByteSource]) -> None:
         self.delivered = 0
         self._process = process
         self._index = index
         self._reopen = reopen
         self._current = b""
         self._position = 0
-        self._local: _Source | None = None
-        self._ended = False
+        self._local: ByteSource | None = None
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._local.read(size) if self._local is not None else self._relayed(size)
@@ -54,15 +46,12 @@ class RelayedStream:
     def _relayed(self, size: int) -> bytes:
         current, position = self._current, self._position
         if position >= len(current):
-            if self._ended:
-                return b""
             try:
                 relayed = self._process.next_relayed(self._index)
             except ScanStoppedAtDamage:
                 self._local = self._reopened()
                 return self._local.read(size)
-            if relayed is None:
-                self._ended = True
+            if relayed is None:  # asked again, the helper's answer stays the same
                 return b""
             current, position = self._current, self._position = relayed, 0
         if size < 0 or position + size >= len(current):
@@ -72,7 +61,7 @@ class RelayedStream:
         self._position = position + size
         return current[position : position + size]
 
-    def _reopened(self) -> _Source:
+    def _reopened(self) -> ByteSource:
         """The member opened from the archive, positioned after the bytes already delivered."""
         source = self._reopen()
         remaining = self.delivered

@@ -121,7 +121,10 @@ class ScanJob(NamedTuple):
         return cls(path, kind, int(depth), int(key), indexes)
 
 
-class _Source(Protocol):
+class ByteSource(Protocol):
+    """What the reader and the helper read from: a file, a ``GzipFile`` body, a ZIP member, or
+    a member relayed by the helper."""
+
     def read(self, size: int = -1, /) -> bytes: ...
 
     def close(self) -> None: ...
@@ -146,11 +149,11 @@ def run_scan(job: ScanJob, out: BinaryIO) -> None:
             _scan_stream(job, 0, partial(_open_binary, job.path), out)
 
 
-def _open_binary(path: str) -> _Source:
+def _open_binary(path: str) -> ByteSource:
     return open(path, "rb")
 
 
-def _scan_stream(job: ScanJob, index: int, opener: Callable[[], _Source], out: BinaryIO) -> bool:
+def _scan_stream(job: ScanJob, index: int, opener: Callable[[], ByteSource], out: BinaryIO) -> bool:
     """Guards one stream; returns whether the next stream should be scanned."""
     guard = StructureGuard(job.max_depth, job.max_key_bytes)
     relay = job.kind in RELAYED_KINDS
@@ -173,9 +176,10 @@ def _scan_stream(job: ScanJob, index: int, opener: Callable[[], _Source], out: B
                     status = REFUSED_KEY if refusal.kind == "key" else REFUSED_DEPTH
                     if relay:  # the bytes before the refused one are safe, and are sent
                         _send(out, index, SAFE, fed + refusal.index, flush=False)
-                    _send(out, index, status, fed + refusal.index, flush=not relay)
-                    if relay:
+                        _send(out, index, status, fed + refusal.index, flush=False)
                         _send_data(out, index, read)
+                    else:
+                        _send(out, index, status, fed + refusal.index)
                     return False
                 fed += len(data)
                 if relay:
