@@ -1,4 +1,4 @@
-"""The async model client: one structured-output call, validated, retried, costed and logged.
+"""The async model client: one structured-output call, judged, retried, costed and logged.
 
 Built on the official SDK (``anthropic.AsyncAnthropic``, 2.12) with the SDK's retries off
 (``max_retries=0``); ``soulworker.llm.retry`` is the only retry layer.
@@ -17,10 +17,13 @@ only encourages it; (3) the answer is the message itself, no tool-use round trip
 
 **What a call checks.** ``stop_reason`` first: ``refusal`` → ``ModelRefused`` (permanent, not
 retried); ``max_tokens`` → ``ModelTruncated`` and ``model_context_window_exceeded`` →
-``ModelContextExceeded`` (not retried here: the caller shrinks the input or raises the limit);
-anything but ``end_turn`` → a bad answer. Then the text must be one JSON object that passes the
-full schema and its semantic rules (``OutputSchema.validate``); otherwise it is a bad answer,
-asked once more inside the retry policy, then ``ModelBadOutput``.
+``ModelContextExceeded`` (not retried here: the caller shrinks the input or raises the limit).
+Then the answer is judged (``OutputSchema.judge``): soft rules (counts, lengths, defaults) are
+repaired and reported in ``StructuredAnswer.repairs``; a hard one broken (not JSON, a type, an
+enum, a required property, a real ``ai_name``, an unexpected stop) gets one re-ask: the same
+request plus a second text saying which paths broke which rules, so the same body is never
+sent twice except after a transport failure. A second hard violation is ``ModelBadOutput``.
+The policy and its reasons: docs/model-answers.md.
 
 **Concurrency.** Each ``ModelClient`` owns an ``asyncio.Semaphore`` of
 ``max_concurrent_calls`` that every request made through it, and through every
@@ -45,14 +48,14 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import anthropic
 import structlog
-from anthropic.types import Message
+from anthropic.types import Message, TextBlockParam
 from tenacity import RetryCallState
 
 from soulworker.llm.errors import (
@@ -63,6 +66,7 @@ from soulworker.llm.errors import (
     ModelTruncated,
     model_error_from_api_error,
 )
+from soulworker.llm.json_schema import Judgement, Repair
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.schemas import OutputSchema
@@ -114,11 +118,13 @@ class ModelClientConfig:
 
 @dataclass(frozen=True)
 class StructuredAnswer:
-    """A validated structured answer.
+    """A judged structured answer.
 
     ``usage`` and ``cost_usd`` are those of the request that produced ``data`` (rejected
     earlier answers of the same call are in the ledger, not here); ``cost_usd`` is ``None``
     when the model has no price. ``attempts`` counts every request the call made.
+    ``repairs`` lists the soft rules the answer broke and how ``data`` was mended;
+    ``asked_again`` is true when the first answer was unusable and this is the re-ask's.
     """
 
     data: dict[str, Any]
@@ -127,6 +133,8 @@ class StructuredAnswer:
     cost_usd: Decimal | None
     attempts: int
     request_id: str | None
+    repairs: tuple[Repair, ...] = ()
+    asked_again: bool = False
 
 
 def _check_purpose(purpose: str) -> None:
@@ -269,22 +277,89 @@ class ModelClient:
         schema: OutputSchema,
         max_tokens: int,
     ) -> StructuredAnswer:
-        """Ask ``model`` for an answer in ``schema``'s format and return it validated.
+        """Ask ``model`` for an answer in ``schema``'s format and return it judged.
 
         ``purpose`` (snake_case, e.g. ``fact_extraction``) keys the usage ledger and logs.
         ``content`` is the single user turn; wrap conversation text with
         ``soulworker.llm.delimit`` first.
 
+        Soft violations are repaired and listed in the answer's ``repairs``. An answer that
+        breaks a hard rule is asked once more in a *different* request, which tells the model
+        what was wrong (``reask_feedback``): JSON paths and rule names, never values. When that
+        answer breaks one too, the call fails with ``ModelBadOutput`` (transient).
+
         Raises ``ModelRefused``, ``ModelSpendLimit``, ``ModelAuthFailed``,
         ``ModelRequestRejected`` (permanent); ``ModelTruncated`` / ``ModelContextExceeded``
         (the caller should shrink the input or raise ``max_tokens``); ``ModelBadOutput`` after
-        the in-policy retry; ``ModelUnavailable`` when transient failures outlast the policy.
+        the re-ask; ``ModelUnavailable`` when transient failures outlast the policy.
         ``ValueError`` for a bad ``purpose`` or ``max_tokens``.
         """
         _check_purpose(purpose)
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        answer: StructuredAnswer | None = None
+        user_turn: str | list[TextBlockParam] = content
+        requests = 0
+        for asked_again in (False, True):
+            sent, tries = await self._answered(
+                purpose=purpose,
+                model=model,
+                system=system,
+                user_turn=user_turn,
+                schema=schema,
+                max_tokens=max_tokens,
+            )
+            requests += tries
+            message = sent.message
+            usage = CallUsage.from_api(message.model or model, message.usage)
+            call = _AnsweredCall(
+                purpose, schema.name, tries, sent.latency_ms, usage, self._prices.cost_usd(usage)
+            )
+            try:
+                judged, code = _read_answer(message, schema, max_tokens, last_chance=asked_again)
+            except ModelError as failure:
+                call.log(message, outcome=failure.code)
+                raise
+            call.log(
+                message,
+                outcome=code if not judged.usable else "repaired" if judged.repairs else "ok",
+                problems=judged.problems,
+                repairs=judged.repairs,
+            )
+            if judged.usable:
+                return StructuredAnswer(
+                    data=judged.data,
+                    usage=usage,
+                    stop_reason=message.stop_reason or COMPLETE_STOP_REASON,
+                    cost_usd=call.cost_usd,
+                    attempts=requests,
+                    request_id=message._request_id,
+                    repairs=judged.repairs,
+                    asked_again=asked_again,
+                )
+            if asked_again:
+                raise ModelBadOutput(judged.problems, code=code, request_id=message._request_id)
+            user_turn = [
+                {"type": "text", "text": content},
+                {"type": "text", "text": reask_feedback(judged.problems)},
+            ]
+        raise AssertionError("unreachable: the second answer returns or raises")
+
+    async def _answered(
+        self,
+        *,
+        purpose: str,
+        model: str,
+        system: str,
+        user_turn: str | list[TextBlockParam],
+        schema: OutputSchema,
+        max_tokens: int,
+    ) -> tuple[_Sent, int]:
+        """One request, sent again only after transport failures; ``(answer, requests made)``.
+
+        Every answered request is recorded in the ledger before anything judges it: it is
+        billed whatever its answer is worth.
+        """
+        sent: _Sent | None = None
         failure: ModelError | None = None
         attempt_number = 0
         try:
@@ -293,11 +368,11 @@ class ModelClient:
             ):
                 with attempt:
                     attempt_number = attempt.retry_state.attempt_number
-                    answer = await self._attempt(
+                    sent = await self._send(
                         purpose=purpose,
                         model=model,
                         system=system,
-                        content=content,
+                        user_turn=user_turn,
                         schema=schema,
                         max_tokens=max_tokens,
                         attempt_number=attempt_number,
@@ -307,20 +382,20 @@ class ModelClient:
         if failure is not None:
             # Raised outside the except block so the SDK exception is not its __context__.
             raise failure
-        assert answer is not None  # the loop either produced an answer or raised
-        return answer
+        assert sent is not None  # the loop either produced an answer or raised
+        return sent, attempt_number
 
-    async def _attempt(
+    async def _send(
         self,
         *,
         purpose: str,
         model: str,
         system: str,
-        content: str,
+        user_turn: str | list[TextBlockParam],
         schema: OutputSchema,
         max_tokens: int,
         attempt_number: int,
-    ) -> StructuredAnswer:
+    ) -> _Sent:
         async with self._slot():
             started = time.monotonic()
             try:
@@ -328,7 +403,7 @@ class ModelClient:
                     model=model,
                     max_tokens=max_tokens,
                     system=system,
-                    messages=[{"role": "user", "content": content}],
+                    messages=[{"role": "user", "content": user_turn}],
                     output_config={"format": {"type": "json_schema", "schema": schema.wire_schema}},
                     extra_headers={PURPOSE_HEADER: purpose},
                     timeout=self._shared.timeout,
@@ -336,40 +411,10 @@ class ModelClient:
             except anthropic.APIError as exc:
                 self._record_failed_request(purpose, model, exc, attempt_number, started)
                 raise
-        latency_ms = round((time.monotonic() - started) * 1000)
         usage = CallUsage.from_api(message.model or model, message.usage)
-        cost = self._prices.cost_usd(usage)
         if self.ledger is not None:
-            self.ledger.record(purpose, usage, cost)
-        data, error = _judge(message, schema, max_tokens)
-        log.info(
-            "model_call",
-            purpose=purpose,
-            model=usage.model,
-            schema=schema.name,
-            attempt=attempt_number,
-            outcome="ok" if error is None else error.code,
-            stop_reason=message.stop_reason,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            cost_usd=float(cost) if cost is not None else None,
-            latency_ms=latency_ms,
-            request_id=message._request_id,
-            problems=list(error.problems) if isinstance(error, ModelBadOutput) else None,
-        )
-        if error is not None:
-            raise error
-        assert data is not None
-        return StructuredAnswer(
-            data=data,
-            usage=usage,
-            stop_reason=message.stop_reason or COMPLETE_STOP_REASON,
-            cost_usd=cost,
-            attempts=attempt_number,
-            request_id=message._request_id,
-        )
+            self.ledger.record(purpose, usage, self._prices.cost_usd(usage))
+        return _Sent(message, latency_ms=round((time.monotonic() - started) * 1000))
 
     def _record_failed_request(
         self, purpose: str, model: str, exc: anthropic.APIError, attempt: int, started: float
@@ -431,42 +476,101 @@ def _answer_text(message: Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
 
 
-def _judge(
-    message: Message, schema: OutputSchema, max_tokens: int
-) -> tuple[dict[str, Any] | None, ModelError | None]:
-    """(data, None) for a usable answer, else (None, the error it amounts to)."""
+def _read_answer(
+    message: Message, schema: OutputSchema, max_tokens: int, *, last_chance: bool
+) -> tuple[Judgement, str]:
+    """The answer judged, with the error code it earns if it is not usable.
+
+    A refusal, a truncation or a full context raise at once (asking the same again cannot
+    help); an unexpected stop, text that is not JSON, or a hard rule broken make a judgement
+    with problems, which the caller answers with a re-ask.
+    """
     request_id = message._request_id
     stop_reason = message.stop_reason
     if stop_reason == "refusal":
         details = message.stop_details
-        return None, ModelRefused(
+        raise ModelRefused(
             category=details.category if details is not None else None, request_id=request_id
         )
     if stop_reason == "max_tokens":
-        return None, ModelTruncated(max_tokens=max_tokens)
+        raise ModelTruncated(max_tokens=max_tokens)
     if stop_reason == "model_context_window_exceeded":
-        return None, ModelContextExceeded(max_tokens=max_tokens)
+        raise ModelContextExceeded(max_tokens=max_tokens)
     if stop_reason != COMPLETE_STOP_REASON:
-        return None, ModelBadOutput(
-            [f"$: unexpected stop_reason {stop_reason}"],
-            code="model_unexpected_stop",
-            request_id=request_id,
+        problem = f"$: the answer ended early (stop_reason {stop_reason})"
+        judged, code = Judgement(None, (problem,), ()), "model_unexpected_stop"
+    else:
+        try:
+            data: object = json.loads(_answer_text(message))
+        except ValueError:
+            # No detail from the decoder: its message is harmless, but the exception holds
+            # the text.
+            data = _NOT_JSON
+        if data is _NOT_JSON:
+            judged, code = Judgement(None, ("$: not valid JSON",), ()), "model_invalid_json"
+        else:
+            judged, code = schema.judge(data, last_chance=last_chance), "model_bad_output"
+    return judged, code
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request's answer and how long it took."""
+
+    message: Message
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class _AnsweredCall:
+    """What the log line of one answered request says: metrics and the judgement's outcome,
+    paths and rule names; never the prompt or the answer."""
+
+    purpose: str
+    schema: str
+    attempt: int
+    latency_ms: int
+    usage: CallUsage
+    cost_usd: Decimal | None
+
+    def log(
+        self,
+        message: Message,
+        *,
+        outcome: str,
+        problems: Sequence[str] = (),
+        repairs: Sequence[Repair] = (),
+    ) -> None:
+        usage = self.usage
+        log.info(
+            "model_call",
+            purpose=self.purpose,
+            model=usage.model,
+            schema=self.schema,
+            attempt=self.attempt,
+            outcome=outcome,
+            stop_reason=message.stop_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            cost_usd=float(self.cost_usd) if self.cost_usd is not None else None,
+            latency_ms=self.latency_ms,
+            request_id=message._request_id,
+            problems=list(problems) or None,
+            repairs=[str(repair) for repair in repairs] or None,
         )
-    text = _answer_text(message)
-    try:
-        data: object = json.loads(text)
-    except ValueError:
-        # No detail from the decoder: its message is harmless, but the exception holds the text.
-        data = _NOT_JSON
-    if data is _NOT_JSON:
-        return None, ModelBadOutput(
-            ["$: not valid JSON"], code="model_invalid_json", request_id=request_id
-        )
-    problems = schema.validate(data)
-    if problems:
-        return None, ModelBadOutput(problems, request_id=request_id)
-    assert isinstance(data, dict)  # validate() requires an object at the root
-    return data, None
+
+
+def reask_feedback(problems: Sequence[str]) -> str:
+    """The second text of a re-ask's user turn: what was wrong, as paths and rule names only."""
+    listed = "\n".join(f"- {problem}" for problem in problems)
+    return (
+        "Your previous answer to this request could not be used: it broke these rules of the "
+        f"answer format.\n{listed}\n"
+        "Answer again with the complete JSON object in the required format, with these points "
+        "fixed."
+    )
 
 
 _NOT_JSON = object()

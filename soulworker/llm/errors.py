@@ -9,9 +9,12 @@ type and error code) are kept as attributes for logs.
 Permanent (retrying the same request cannot help): ``ModelRefused``, ``ModelSpendLimit``,
 ``ModelAuthFailed``, ``ModelRequestRejected``. Transient (another attempt later may succeed):
 ``ModelUnavailable`` (raised only after the retry policy ran out), ``ModelBadOutput`` (after
-its one in-policy retry), ``ModelTruncated`` and its subclass ``ModelContextExceeded``; the
-caller is expected to catch the last two and shrink its input or raise ``max_tokens``
-(DESIGN §12) before letting them escape.
+the re-ask that told the model what was wrong), ``ModelTruncated`` and its subclass
+``ModelContextExceeded``; the caller is expected to catch the last two and shrink its input or
+raise ``max_tokens`` before letting them escape (docs/model-answers.md).
+
+A transient failure's message says only what happened; the queue adds whether the import will
+be tried again or has stopped, because only the queue knows.
 
 ``model_error_from_api_error`` is the one place that turns an SDK exception into one of these.
 Its result is never chained to the SDK exception: that exception holds the HTTP request,
@@ -154,7 +157,8 @@ class ModelUnavailable(ModelError, TransientJobError):
 
 
 class ModelBadOutput(ModelError, TransientJobError):
-    """The answer was not JSON, did not match the schema, or broke a rule the schema can't say.
+    """The answer was not JSON, broke a hard rule of the schema, or a rule the schema can't say,
+    and so did the answer to the re-ask that said what was wrong.
 
     ``problems`` lists what was wrong as JSON paths and rule names (``$.soul.formality_level:
     not one of the allowed values``); never values, because values are personal data.
@@ -170,7 +174,7 @@ class ModelBadOutput(ModelError, TransientJobError):
         request_id: str | None = None,
     ) -> None:
         super().__init__(
-            "The model's answer could not be used. The import will be retried.",
+            "The model's answers could not be used.",
             code=code,
             diagnostics=ApiDiagnostics(request_id=request_id),
         )
@@ -181,8 +185,8 @@ class ModelTruncated(ModelError, TransientJobError):
     """The answer was cut off at ``max_tokens`` (``stop_reason: max_tokens``).
 
     The caller decides what to do: retry with a larger limit, or with a smaller input
-    (DESIGN §12). ``max_tokens`` is the limit that was hit; ``can_raise_limit`` is false when a
-    larger limit cannot help (see ``ModelContextExceeded``).
+    (docs/model-answers.md). ``max_tokens`` is the limit that was hit; ``can_raise_limit`` is
+    false when a larger limit cannot help (see ``ModelContextExceeded``).
     """
 
     default_code = "model_truncated"
@@ -192,7 +196,7 @@ class ModelTruncated(ModelError, TransientJobError):
         self,
         *,
         max_tokens: int | None = None,
-        message: str = "The model's answer was cut off. The import will be retried.",
+        message: str = "The model's answer was cut off.",
         diagnostics: ApiDiagnostics = _NO_DIAGNOSTICS,
     ) -> None:
         super().__init__(message, diagnostics=diagnostics)
@@ -214,7 +218,7 @@ class ModelContextExceeded(ModelTruncated):
     ) -> None:
         super().__init__(
             max_tokens=max_tokens,
-            message="The text sent to the model was too long for it. The import will be retried.",
+            message="The text sent to the model was too long for it.",
             diagnostics=diagnostics,
         )
 
@@ -300,21 +304,21 @@ def model_error_from_api_error(exc: anthropic.APIError, *, attempts: int) -> Mod
                 diagnostics=diagnostics,
             )
         return ModelUnavailable(
-            "The model API is unavailable or overloaded. The import will be retried later.",
+            "The model API is unavailable or overloaded.",
             attempts=attempts,
             diagnostics=diagnostics,
         )
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
         reason = "timeout" if isinstance(exc, anthropic.APITimeoutError) else "connection"
         return ModelUnavailable(
-            "The model API could not be reached. The import will be retried later.",
+            "The model API could not be reached.",
             attempts=attempts,
             code=f"model_{reason}",
         )
     # Anything else the SDK raises (an answer it could not parse, say) is unexpected but may
     # well not happen again.
     return ModelUnavailable(
-        "The model API gave an unexpected answer. The import will be retried later.",
+        "The model API gave an unexpected answer.",
         attempts=attempts,
         code="model_api_error",
     )

@@ -6,11 +6,11 @@ the SDK honours ``retry-after`` without any cap. Everything is retried here, in 
 * transient API failures: 408, 409, 429 (but not a spend limit), 5xx including 529
   "overloaded", dropped connections and timeouts. A ``x-should-retry: false`` header from the
   API is obeyed.
-* a bad answer (not JSON, schema mismatch, a generic ``ai_name``): ``bad_output_retries``
-  times (default once) because a model can be flaky, then it is ``ModelBadOutput``.
 
-Nothing else is retried: refusals, truncation (the caller decides how to shrink), auth and
-spend-limit errors, invalid requests.
+These are the only failures after which the *same* request is sent again. Nothing else is
+retried here: an unusable answer is asked again by the client with feedback (a different
+request; see ``soulworker.llm.client``), and refusals, truncation (the caller decides how to
+shrink), auth and spend-limit errors and invalid requests are not retried at all.
 
 Waits are exponential with full jitter (``initial * 2**n`` up to ``backoff_max``, a uniform
 draw below it), except when the API says how long to wait (``retry-after-ms``, else
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 import anthropic
 from tenacity import AsyncRetrying, RetryCallState
-from tenacity.retry import retry_base
+from tenacity.retry import retry_if_exception
 from tenacity.stop import stop_after_attempt, stop_before_delay
 from tenacity.wait import WaitBaseT, wait_random_exponential
 
-from soulworker.llm.errors import ModelBadOutput, is_spend_limit_error
+from soulworker.llm.errors import is_spend_limit_error
 
 # Six requests ride out a typical overload burst (about 1+2+4+8+16 s of backoff) without
 # holding a job's slot for long; beyond that the job goes back to the queue instead.
@@ -51,8 +51,6 @@ DEFAULT_BACKOFF_MAX_SECONDS = 30.0
 # The API may ask for minutes (a spend-like 429); we wait at most this long per hint, so a
 # huge hint turns into a few capped waits and then a transient failure.
 DEFAULT_RETRY_AFTER_CAP_SECONDS = 60.0
-# One more try after an unusable answer: models are sometimes flaky, twice is a pattern.
-DEFAULT_BAD_OUTPUT_RETRIES = 1
 # Upward jitter on a server-provided wait, as a fraction of it.
 RETRY_AFTER_JITTER_FRACTION = 0.1
 
@@ -76,15 +74,12 @@ class RetryPolicy:
     backoff_initial_seconds: float = DEFAULT_BACKOFF_INITIAL_SECONDS
     backoff_max_seconds: float = DEFAULT_BACKOFF_MAX_SECONDS
     retry_after_cap_seconds: float = DEFAULT_RETRY_AFTER_CAP_SECONDS
-    bad_output_retries: int = DEFAULT_BAD_OUTPUT_RETRIES
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     wait: WaitBaseT | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if self.bad_output_retries < 0:
-            raise ValueError("bad_output_retries must not be negative")
         for name in (
             "max_total_seconds",
             "backoff_initial_seconds",
@@ -99,7 +94,7 @@ class RetryPolicy:
         *,
         before_sleep: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
     ) -> AsyncRetrying:
-        """A fresh tenacity controller for one logical call (it counts that call's bad answers).
+        """A fresh tenacity controller for one request and its transport retries.
 
         It re-raises the last exception when it gives up (``reraise=True``), never
         ``RetryError``.
@@ -107,7 +102,7 @@ class RetryPolicy:
         return AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_total_seconds),
             wait=self.wait if self.wait is not None else ModelCallWait(self),
-            retry=_RetryDecision(self.bad_output_retries),
+            retry=retry_if_exception(is_retryable_api_error),
             sleep=self.sleep,
             before_sleep=before_sleep,
             reraise=True,
@@ -159,8 +154,8 @@ def retry_after_seconds(exc: BaseException | None, *, now: float | None = None) 
 
 
 class ModelCallWait:
-    """The default wait strategy: no wait after a bad answer, the API's hint (capped) after a
-    rate limit or overload that carries one, exponential backoff with full jitter otherwise."""
+    """The default wait strategy: the API's hint (capped) after a rate limit or overload that
+    carries one, exponential backoff with full jitter otherwise."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
@@ -171,30 +166,8 @@ class ModelCallWait:
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, ModelBadOutput):
-            # A bad answer is not load: ask again at once.
-            return 0.0
         hinted = retry_after_seconds(exc)
         if hinted is not None:
             jittered = hinted * (1.0 + random.uniform(0.0, RETRY_AFTER_JITTER_FRACTION))
             return min(jittered, self._policy.retry_after_cap_seconds)
         return float(self._backoff(retry_state))
-
-
-class _RetryDecision(retry_base):
-    """Retry transient API errors; retry a bad answer only ``bad_output_retries`` times."""
-
-    def __init__(self, bad_output_retries: int) -> None:
-        self._bad_output_budget = bad_output_retries
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        outcome = retry_state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
-        if isinstance(exc, ModelBadOutput):
-            if self._bad_output_budget <= 0:
-                return False
-            self._bad_output_budget -= 1
-            return True
-        return exc is not None and is_retryable_api_error(exc)

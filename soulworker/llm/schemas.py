@@ -1,258 +1,59 @@
-"""JSON schemas of every structured answer, the validator that checks answers against them, and
-the "wire" form of a schema that the Messages API accepts.
+"""Every structured answer soulworker asks a model for: its schema, which of its rules are hard
+and which soft, and the rules beyond the schema.
 
-Two forms of each schema exist because the API's structured outputs accept only a subset of
-JSON Schema (no ``minLength``/``maxLength``/``maxItems``, ``minItems`` only 0 or 1, no
-recursion, ``additionalProperties: false`` on every object; the SDK's own
-``transform_schema`` strips the same keywords). So:
+A schema here is the *full* schema (``soulworker.llm.json_schema`` judges answers against it and
+makes the wire form that is sent). Hard rules are the shape the web app and our own code parse:
+types, enums, the properties listed as ``required``. Everything else is soft: counts, lengths,
+and properties that have a ``default`` (filled in when a model leaves one out). See
+docs/model-answers.md for the policy and why.
 
-* the *full* schema (``OutputSchema.schema``) says everything we require, and our validator
-  (``validate``) enforces all of it on every answer;
-* the *wire* schema (``OutputSchema.wire_schema``) is what is sent: the unsupported bounds are
-  removed and restated in the node's ``description`` ("Between 3 and 7 items.") so the model
-  still sees them, and ``minItems`` above 1 becomes 1 so constrained decoding at least
-  forbids an empty list.
+``OutputSchema.rule`` adds what a schema cannot say: ``identity.ai_name`` must be a real name.
+Its ``check`` makes an answer unusable (the model is asked once more, told why); when the second
+answer breaks it too, its ``mend`` repairs the answer instead of failing the import.
 
-The validator understands exactly the keywords used here: ``type`` (object, array, string,
-integer, number, boolean, null), ``properties``, ``required``, ``additionalProperties``
-(false only), ``items``, ``enum``, ``minItems``, ``maxItems``, ``minLength``, ``maxLength``,
-``description``, ``title``. A schema using anything else is refused when it is defined
-(``SchemaDefinitionError``), so a constraint can never be silently ignored. Problems are
-reported as JSON paths and rule names, never with the offending value (answers are personal
-data).
-
-Some rules are beyond the schema: ``identity.ai_name`` must be a real name, not empty and not
-generic ("Assistant", "AI", "Soul", "ChatGPT"…). ``OutputSchema.semantic_check`` runs them
-after the schema passes; a violation is a bad answer like any other.
-
-The section fields are the predecessor's (predecessor-facts §4) because the web app parses
-them by name. Fact categories are the predecessor's too (§7).
+The section fields are the predecessor's because the web app parses them by name; the fact
+categories are the predecessor's too (docs/model-answers.md).
 """
 
 from __future__ import annotations
 
-import copy
-import re
-import unicodedata
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-# ---------------------------------------------------------------------------------------------
-# The validator
-
-SUPPORTED_KEYWORDS = frozenset(
-    {
-        "type",
-        "description",
-        "title",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "enum",
-        "minItems",
-        "maxItems",
-        "minLength",
-        "maxLength",
-    }
+from soulworker.llm.ai_name import NOT_ENOUGH_DATA, ai_name_problem, fallback_name
+from soulworker.llm.json_schema import (
+    MAX_REPORTED_PROBLEMS,
+    JSONObject,
+    Judgement,
+    Repair,
+    SchemaDefinitionError,
+    check_schema,
+    judge,
+    to_wire_schema,
+    validate,
 )
-SUPPORTED_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
-# Keywords the Messages API rejects or ignores; moved into the description on the wire.
-_WIRE_UNSUPPORTED = frozenset({"minLength", "maxLength", "maxItems"})
-# The largest ``minItems`` the API accepts.
-WIRE_MAX_MIN_ITEMS = 1
-# Stop collecting problems after this many: the first few say what went wrong.
-MAX_REPORTED_PROBLEMS = 20
 
-JSONObject = dict[str, Any]
+# Rule name of the repair that gives a companion a name when the model gave none twice.
+FALLBACK_NAME = "fallback_name"
 
 
-class SchemaDefinitionError(ValueError):
-    """A schema uses a keyword or shape this module cannot enforce or the API would reject."""
+@dataclass(frozen=True)
+class AnswerRule:
+    """A rule beyond the schema: ``check`` lists its hard problems in a schema-valid answer;
+    ``mend`` returns the answer repaired and the repairs made. ``ask_again`` false means the
+    answer is mended at once instead of asking the model again (the value does not matter)."""
 
-
-def check_schema(schema: Mapping[str, Any], path: str = "$") -> None:
-    """Raise ``SchemaDefinitionError`` unless ``schema`` is within the supported subset.
-
-    Every node needs a supported ``type`` (or an ``enum``); objects need ``properties`` and
-    ``additionalProperties: false``, and ``required`` names only declared properties; arrays
-    need ``items``; bounds are non-negative integers with min <= max.
-    """
-    unknown = sorted(set(schema) - SUPPORTED_KEYWORDS)
-    if unknown:
-        raise SchemaDefinitionError(f"{path}: unsupported keywords {unknown}")
-    kind = schema.get("type")
-    # A node may omit ``type`` only when an ``enum`` says what it can be.
-    if (kind is not None or "enum" not in schema) and kind not in SUPPORTED_TYPES:
-        raise SchemaDefinitionError(f"{path}: type must be one of {sorted(SUPPORTED_TYPES)}")
-    if "enum" in schema:
-        enum = schema["enum"]
-        if not isinstance(enum, list) or not enum:
-            raise SchemaDefinitionError(f"{path}: enum must be a non-empty list")
-        if not all(v is None or isinstance(v, str | int | float | bool) for v in enum):
-            raise SchemaDefinitionError(f"{path}: enum values must be primitives")
-    for low, high in (("minItems", "maxItems"), ("minLength", "maxLength")):
-        for key in (low, high):
-            value = schema.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise SchemaDefinitionError(f"{path}: {key} must be a non-negative integer")
-        if low in schema and high in schema and schema[low] > schema[high]:
-            raise SchemaDefinitionError(f"{path}: {low} is greater than {high}")
-    if kind == "object":
-        properties = schema.get("properties")
-        if not isinstance(properties, Mapping):
-            raise SchemaDefinitionError(f"{path}: an object needs properties")
-        if schema.get("additionalProperties") is not False:
-            raise SchemaDefinitionError(f"{path}: an object needs additionalProperties: false")
-        required = schema.get("required", [])
-        if not isinstance(required, list) or not set(required) <= set(properties):
-            raise SchemaDefinitionError(f"{path}: required must list declared properties")
-        for name, sub in properties.items():
-            check_schema(sub, f"{path}.{name}")
-    elif "properties" in schema or "required" in schema or "additionalProperties" in schema:
-        raise SchemaDefinitionError(f"{path}: object keywords on a non-object")
-    if kind == "array":
-        items = schema.get("items")
-        if not isinstance(items, Mapping):
-            raise SchemaDefinitionError(f"{path}: an array needs items")
-        check_schema(items, f"{path}[]")
-    elif "items" in schema or "minItems" in schema or "maxItems" in schema:
-        raise SchemaDefinitionError(f"{path}: array keywords on a non-array")
-    if kind != "string" and ("minLength" in schema or "maxLength" in schema):
-        raise SchemaDefinitionError(f"{path}: string keywords on a non-string")
-
-
-def _type_matches(kind: str, value: object) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    return value is None  # "null"
-
-
-def _enum_contains(enum: list[object], value: object) -> bool:
-    # ``True == 1`` in Python; JSON keeps them apart, so compare types too.
-    return any(type(option) is type(value) and option == value for option in enum)
-
-
-def _validate(value: object, schema: Mapping[str, Any], path: str, problems: list[str]) -> None:
-    if len(problems) >= MAX_REPORTED_PROBLEMS:
-        return
-    kind = schema.get("type")
-    if kind is not None and not _type_matches(kind, value):
-        problems.append(f"{path}: expected {kind}")
-        return
-    if "enum" in schema and not _enum_contains(schema["enum"], value):
-        problems.append(f"{path}: not one of the allowed values")
-        return
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            problems.append(f"{path}: shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            problems.append(f"{path}: longer than {schema['maxLength']} characters")
-    elif isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            problems.append(f"{path}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            problems.append(f"{path}: more than {schema['maxItems']} items")
-        items = schema.get("items")
-        if items is not None:
-            for index, item in enumerate(value):
-                _validate(item, items, f"{path}[{index}]", problems)
-    elif isinstance(value, dict):
-        properties: Mapping[str, Any] = schema.get("properties", {})
-        missing = [name for name in schema.get("required", []) if name not in value]
-        problems.extend(f"{path}.{name}: missing" for name in missing)
-        unexpected = [key for key in value if key not in properties]
-        if unexpected and schema.get("additionalProperties") is False:
-            # The names come from the model and may carry personal data: count, don't echo.
-            problems.append(f"{path}: {len(unexpected)} unexpected properties")
-        for name, sub in properties.items():
-            if name in value:
-                _validate(value[name], sub, f"{path}.{name}", problems)
-
-
-def validate(value: object, schema: Mapping[str, Any]) -> list[str]:
-    """Problems of ``value`` against ``schema`` (empty when valid), as ``path: rule`` lines."""
-    problems: list[str] = []
-    _validate(value, schema, "$", problems)
-    return problems[:MAX_REPORTED_PROBLEMS]
-
-
-# ---------------------------------------------------------------------------------------------
-# The wire form
-
-
-def _bound_hint(low: int | None, high: int | None, unit: str) -> str | None:
-    if low is not None and high is not None:
-        return f"Between {low} and {high} {unit}."
-    if high is not None:
-        return f"At most {high} {unit}."
-    if low is not None:
-        return f"At least {low} {unit}."
-    return None
-
-
-def to_wire_schema(schema: Mapping[str, Any]) -> JSONObject:
-    """``schema`` without the keywords the API rejects, their meaning moved into descriptions."""
-    node: JSONObject = {}
-    hints: list[str] = []
-    for key, value in schema.items():
-        if key == "properties":
-            node[key] = {name: to_wire_schema(sub) for name, sub in value.items()}
-        elif key == "items":
-            node[key] = to_wire_schema(value)
-        elif key in _WIRE_UNSUPPORTED:
-            continue
-        elif key == "minItems" and value > WIRE_MAX_MIN_ITEMS:
-            node[key] = WIRE_MAX_MIN_ITEMS
-        else:
-            node[key] = copy.deepcopy(value)
-    min_items = schema.get("minItems")
-    item_hint = _bound_hint(
-        min_items if min_items is not None and min_items > WIRE_MAX_MIN_ITEMS else None,
-        schema.get("maxItems"),
-        "items",
-    )
-    if item_hint:
-        hints.append(item_hint)
-    min_length = schema.get("minLength")
-    max_length = schema.get("maxLength")
-    if min_length == 1:
-        hints.append(
-            "Not empty." if max_length is None else f"Not empty; at most {max_length} characters."
-        )
-    else:
-        length_hint = _bound_hint(min_length, max_length, "characters")
-        if length_hint:
-            hints.append(length_hint)
-    if hints:
-        description = schema.get("description")
-        node["description"] = " ".join([description, *hints] if description else hints)
-    return node
-
-
-# ---------------------------------------------------------------------------------------------
-# Output schemas
-
-SemanticCheck = Callable[[JSONObject], list[str]]
+    check: Callable[[JSONObject], list[str]]
+    mend: Callable[[JSONObject], tuple[JSONObject, list[Repair]]]
+    ask_again: bool = True
 
 
 @dataclass(frozen=True, eq=False)
 class OutputSchema:
-    """A named answer format: the full schema, the semantic rules beyond it, the wire form.
+    """A named answer format: the full schema, the rule beyond it, the wire form.
 
     ``name`` identifies it in logs. Construction checks the schema (``check_schema``) and
     requires an object at the root (structured outputs answer with an object).
@@ -260,7 +61,7 @@ class OutputSchema:
 
     name: str
     schema: Mapping[str, Any]
-    semantic_check: SemanticCheck | None = None
+    rule: AnswerRule | None = None
 
     def __post_init__(self) -> None:
         check_schema(self.schema)
@@ -272,16 +73,45 @@ class OutputSchema:
         """The schema as sent in ``output_config.format.schema``."""
         return to_wire_schema(self.schema)
 
+    def judge(self, data: object, *, last_chance: bool = False) -> Judgement:
+        """``data`` judged: hard problems, or the answer with its soft violations repaired.
+
+        With ``last_chance`` (the model was already asked again), a broken ``rule`` is mended
+        rather than reported.
+        """
+        judged = judge(data, self.schema)
+        if judged.problems or self.rule is None:
+            return judged
+        problems = self.rule.check(judged.data)
+        if not problems:
+            return judged
+        if last_chance or not self.rule.ask_again:
+            mended, repairs = self.rule.mend(judged.data)
+            return Judgement(data=mended, problems=(), repairs=(*judged.repairs, *repairs))
+        return Judgement(
+            data=judged.data,
+            problems=tuple(problems[:MAX_REPORTED_PROBLEMS]),
+            repairs=judged.repairs,
+        )
+
     def validate(self, data: object) -> list[str]:
-        """Schema problems of ``data``; when there are none, the semantic problems."""
+        """Every rule ``data`` breaks, hard or soft, the rule beyond the schema included."""
         problems = validate(data, self.schema)
-        if problems or self.semantic_check is None or not isinstance(data, dict):
+        if problems or self.rule is None or not isinstance(data, dict):
             return problems
-        return self.semantic_check(data)[:MAX_REPORTED_PROBLEMS]
+        return self.rule.check(data)[:MAX_REPORTED_PROBLEMS]
 
 
-def _text(max_length: int, description: str) -> JSONObject:
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "description": description}
+def _text(max_length: int, description: str, *, default: str | None = None) -> JSONObject:
+    node: JSONObject = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "description": description,
+    }
+    if default is not None:
+        node["default"] = default
+    return node
 
 
 def _text_list(min_items: int, max_items: int, item_max: int, description: str) -> JSONObject:
@@ -291,26 +121,40 @@ def _text_list(min_items: int, max_items: int, item_max: int, description: str) 
         "minItems": min_items,
         "maxItems": max_items,
         "description": description,
+        "default": [],
     }
 
 
-def _object(properties: Mapping[str, JSONObject], description: str | None = None) -> JSONObject:
+def _object(
+    properties: Mapping[str, JSONObject],
+    description: str | None = None,
+    *,
+    default: JSONObject | None = None,
+) -> JSONObject:
+    """An object whose properties without a ``default`` are required (hard)."""
     node: JSONObject = {
         "type": "object",
         "properties": dict(properties),
-        "required": list(properties),
+        "required": [name for name, sub in properties.items() if "default" not in sub],
         "additionalProperties": False,
     }
     if description:
         node["description"] = description
+    if default is not None:
+        node["default"] = default
     return node
 
 
-# --- The five soulprint sections --------------------------------------------------------------
+def _unknown_text(max_length: int, description: str) -> JSONObject:
+    """A text field the data may not show: "not enough data" then, and by default."""
+    return _text(
+        max_length,
+        f'{description} Write "{NOT_ENOUGH_DATA}" when the conversations do not show it.',
+        default=NOT_ENOUGH_DATA,
+    )
 
-# The predecessor's literal for an unknown string field; the chat app drops fields that say it.
-NOT_ENOUGH_DATA = "not enough data"
-_UNKNOWN = f' Use "{NOT_ENOUGH_DATA}" when the conversations do not show it.'
+
+# --- The five soulprint sections --------------------------------------------------------------
 
 # A few sentences: enough to describe a style, short enough for the chat's system prompt.
 PROSE_MAX_CHARS = 600
@@ -320,7 +164,7 @@ SENTENCE_MAX_CHARS = 300
 SHORT_TEXT_MAX_CHARS = 120
 # One list entry (a trait, a rule, an interest).
 LIST_ITEM_MAX_CHARS = 200
-# Lists the predecessor sized at 3-7 (traits, behavioural rules).
+# Lists the predecessor sized at 3-7 (traits, behavioural rules): any history shows a few.
 CORE_LIST_MIN_ITEMS = 3
 CORE_LIST_MAX_ITEMS = 7
 # Other lists: long enough for a rich profile, short enough to stay specific.
@@ -332,21 +176,35 @@ ARCHETYPE_MAX_CHARS = 60
 
 FORMALITY_LEVELS = ("casual", "semi-formal", "formal", "adaptive")
 EMOJI_STYLES = ("none", "minimal", "moderate", "heavy")
+# What an answer that leaves an enum out gets: the choices that assume least.
+DEFAULT_FORMALITY = "adaptive"
+DEFAULT_EMOJI_STYLE = "minimal"
+# Said of every list that may be empty, so no prompt needs to say it.
+_MAY_BE_EMPTY = " Empty when the conversations show none."
+
+
+def _free_list(description: str) -> JSONObject:
+    return _text_list(0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, description + _MAY_BE_EMPTY)
+
 
 SOUL_SCHEMA = _object(
     {
-        "communication_style": _text(PROSE_MAX_CHARS, "How the user communicates." + _UNKNOWN),
+        "communication_style": _unknown_text(PROSE_MAX_CHARS, "How the user communicates."),
         "personality_traits": _text_list(
             CORE_LIST_MIN_ITEMS,
             CORE_LIST_MAX_ITEMS,
             LIST_ITEM_MAX_CHARS,
             "The user's most evident personality traits.",
         ),
-        "tone_preferences": _text(PROSE_MAX_CHARS, "The tone the user prefers." + _UNKNOWN),
-        "boundaries": _text(PROSE_MAX_CHARS, "Topics or behaviours to avoid." + _UNKNOWN),
-        "humor_style": _text(PROSE_MAX_CHARS, "The user's sense of humour." + _UNKNOWN),
-        "formality_level": {"type": "string", "enum": list(FORMALITY_LEVELS)},
-        "emotional_patterns": _text(PROSE_MAX_CHARS, "Recurring emotional patterns." + _UNKNOWN),
+        "tone_preferences": _unknown_text(PROSE_MAX_CHARS, "The tone the user prefers."),
+        "boundaries": _unknown_text(PROSE_MAX_CHARS, "Topics or behaviours to avoid."),
+        "humor_style": _unknown_text(PROSE_MAX_CHARS, "The user's sense of humour."),
+        "formality_level": {
+            "type": "string",
+            "enum": list(FORMALITY_LEVELS),
+            "default": DEFAULT_FORMALITY,
+        },
+        "emotional_patterns": _unknown_text(PROSE_MAX_CHARS, "Recurring emotional patterns."),
     },
     "Who the user is and how they communicate.",
 )
@@ -356,31 +214,35 @@ IDENTITY_SCHEMA = _object(
         "ai_name": _text(
             AI_NAME_MAX_CHARS,
             "A creative, personal name for the user's AI companion, derived from their "
-            "personality. Never generic: not Assistant, Helper, AI, Bot, Buddy, Soul, ChatGPT "
-            "or Claude.",
+            "personality; one or two words. Never generic: not Assistant, Helper, AI, Bot, "
+            f'Buddy, Soul, ChatGPT or Claude, and never "{NOT_ENOUGH_DATA}".',
         ),
-        "archetype": _text(ARCHETYPE_MAX_CHARS, "The companion's archetype in 2 to 4 words."),
-        "vibe": _text(SENTENCE_MAX_CHARS, "The companion's vibe in one sentence."),
-        "emoji_style": {"type": "string", "enum": list(EMOJI_STYLES)},
-        "signature_greeting": _text(SENTENCE_MAX_CHARS, "How the companion greets the user."),
+        "archetype": _unknown_text(
+            ARCHETYPE_MAX_CHARS, "The companion's archetype in 2 to 4 words."
+        ),
+        "vibe": _unknown_text(SENTENCE_MAX_CHARS, "The companion's vibe in one sentence."),
+        "emoji_style": {
+            "type": "string",
+            "enum": list(EMOJI_STYLES),
+            "default": DEFAULT_EMOJI_STYLE,
+        },
+        "signature_greeting": _unknown_text(
+            SENTENCE_MAX_CHARS, "How the companion greets the user."
+        ),
     },
     "The AI companion's identity, shaped to fit the user.",
 )
 
 USER_SCHEMA = _object(
     {
-        "name": _text(SHORT_TEXT_MAX_CHARS, "The user's name." + _UNKNOWN),
-        "location": _text(SHORT_TEXT_MAX_CHARS, "Where the user lives." + _UNKNOWN),
-        "occupation": _text(SHORT_TEXT_MAX_CHARS, "The user's work." + _UNKNOWN),
-        "relationships": _text_list(
-            0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, "People important to the user."
-        ),
-        "interests": _text_list(
-            0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, "The user's interests."
-        ),
-        "life_context": _text(PROSE_MAX_CHARS, "The user's current life situation." + _UNKNOWN),
-        "preferred_address": _text(
-            SHORT_TEXT_MAX_CHARS, "How the user likes to be addressed." + _UNKNOWN
+        "name": _unknown_text(SHORT_TEXT_MAX_CHARS, "The user's name."),
+        "location": _unknown_text(SHORT_TEXT_MAX_CHARS, "Where the user lives."),
+        "occupation": _unknown_text(SHORT_TEXT_MAX_CHARS, "The user's work."),
+        "relationships": _free_list("People important to the user."),
+        "interests": _free_list("The user's interests."),
+        "life_context": _unknown_text(PROSE_MAX_CHARS, "The user's current life situation."),
+        "preferred_address": _unknown_text(
+            SHORT_TEXT_MAX_CHARS, "How the user likes to be addressed."
         ),
     },
     "Facts about the user.",
@@ -388,32 +250,26 @@ USER_SCHEMA = _object(
 
 AGENTS_SCHEMA = _object(
     {
-        "response_style": _text(PROSE_MAX_CHARS, "How the companion should respond."),
+        "response_style": _unknown_text(PROSE_MAX_CHARS, "How the companion should respond."),
         "behavioral_rules": _text_list(
             CORE_LIST_MIN_ITEMS,
             CORE_LIST_MAX_ITEMS,
             LIST_ITEM_MAX_CHARS,
             "Rules the companion follows with this user.",
         ),
-        "context_adaptation": _text(PROSE_MAX_CHARS, "How to adapt to context." + _UNKNOWN),
-        "memory_directives": _text(PROSE_MAX_CHARS, "What to remember about the user." + _UNKNOWN),
-        "do_not": _text_list(
-            0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, "Things the companion must not do."
-        ),
+        "context_adaptation": _unknown_text(PROSE_MAX_CHARS, "How to adapt to context."),
+        "memory_directives": _unknown_text(PROSE_MAX_CHARS, "What to remember about the user."),
+        "do_not": _free_list("Things the companion must not do."),
     },
     "How the companion behaves.",
 )
 
 TOOLS_SCHEMA = _object(
     {
-        "likely_usage": _text_list(
-            0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, "What the user will likely ask for."
-        ),
-        "capabilities_emphasis": _text_list(
-            0, FREE_LIST_MAX_ITEMS, LIST_ITEM_MAX_CHARS, "Capabilities to emphasise."
-        ),
-        "output_preferences": _text(PROSE_MAX_CHARS, "Preferred output formats." + _UNKNOWN),
-        "depth_preference": _text(PROSE_MAX_CHARS, "Preferred depth of answers." + _UNKNOWN),
+        "likely_usage": _free_list("What the user will likely ask for."),
+        "capabilities_emphasis": _free_list("Capabilities to emphasise."),
+        "output_preferences": _unknown_text(PROSE_MAX_CHARS, "Preferred output formats."),
+        "depth_preference": _unknown_text(PROSE_MAX_CHARS, "Preferred depth of answers."),
     },
     "How the user uses an assistant.",
 )
@@ -426,86 +282,36 @@ SECTION_SCHEMAS: Mapping[str, JSONObject] = {
     "agents": AGENTS_SCHEMA,
     "tools": TOOLS_SCHEMA,
 }
-
-# Names that are no name: the predecessor's banned list, the products' own names, and what a
-# model writes when it has nothing. Compared word by word after normalising.
-GENERIC_NAME_WORDS = frozenset(
-    {
-        "assistant",
-        "helper",
-        "ai",
-        "bot",
-        "buddy",
-        "soul",
-        "chatgpt",
-        "claude",
-        "gpt",
-        "chatbot",
-        "companion",
-        "friend",
-        "agent",
-        "model",
-        "llm",
-        "copilot",
-        "gemini",
-        "bard",
-        "siri",
-        "alexa",
-        "openai",
-        "anthropic",
-        "unknown",
-        "none",
-        "null",
-        "nil",
-        "tbd",
-        "name",
-        "placeholder",
-        "undefined",
-        "user",
-    }
-)
-# Words that do not make a generic name personal ("My AI", "The Assistant", "AI 2").
-NAME_FILLER_WORDS = frozenset(
-    {"my", "your", "the", "a", "an", "personal", "virtual", "digital", "chat"}
-)
-# Whole names that mean "no data".
-PLACEHOLDER_NAMES = frozenset({NOT_ENOUGH_DATA, "n a", "na", "not available", "no name"})
+AI_NAME_PATH = "$.identity.ai_name"
 
 
-def ai_name_problem(name: str) -> str | None:
-    """Why ``name`` is not acceptable as ``identity.ai_name``, or ``None`` when it is.
-
-    Refused: empty or blank, no letter at all, a placeholder ("not enough data", "N/A"), a
-    name made only of generic words and fillers ("Assistant", "My AI", "AI Buddy", "ChatGPT",
-    "Claude 2"), or one that spells a generic word when its parts are joined ("A.I.").
-    Case, accents, punctuation and digits do not matter.
-    """
-    decomposed = unicodedata.normalize("NFKD", name)
-    folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-    if not any(ch.isalpha() for ch in folded):
-        return "empty"
-    words = re.findall(r"[^\W\d_]+", folded)
-    if " ".join(words) in PLACEHOLDER_NAMES:
-        return "placeholder"
-    if all(word in GENERIC_NAME_WORDS or word in NAME_FILLER_WORDS for word in words):
-        return "generic"
-    if "".join(words) in GENERIC_NAME_WORDS:  # "A.I.", "Chat-G.P.T."
-        return "generic"
-    return None
+def _ai_name_check(data: JSONObject) -> list[str]:
+    problem = ai_name_problem(data["identity"]["ai_name"])
+    return [f"{AI_NAME_PATH}: {problem} name"] if problem else []
 
 
-def _soulprint_check(data: JSONObject) -> list[str]:
-    identity = data.get("identity")
-    if not isinstance(identity, dict) or not isinstance(identity.get("ai_name"), str):
-        return []  # the schema already reported it
-    problem = ai_name_problem(identity["ai_name"])
-    return [f"$.identity.ai_name: {problem} name"] if problem else []
+def _give_a_name(data: JSONObject) -> tuple[JSONObject, list[Repair]]:
+    """The answer with a fallback ``ai_name``, chosen from everything else it says."""
+    rest = {**data, "identity": {k: v for k, v in data["identity"].items() if k != "ai_name"}}
+    name = fallback_name(json.dumps(rest, sort_keys=True, ensure_ascii=False))
+    mended = {**data, "identity": {**data["identity"], "ai_name": name}}
+    return mended, [Repair(AI_NAME_PATH, FALLBACK_NAME)]
 
+
+_SOULPRINT_SCHEMA = _object(SECTION_SCHEMAS, "A persona profile in five sections.")
 
 SOULPRINT = OutputSchema(
     name="soulprint",
-    schema=_object(SECTION_SCHEMAS, "A persona profile in five sections."),
-    semantic_check=_soulprint_check,
+    schema=_SOULPRINT_SCHEMA,
+    rule=AnswerRule(check=_ai_name_check, mend=_give_a_name),
+)
+
+# The sections regenerated with MEMORY keep the quick pass's name (the one the user met), so a
+# generic name there is not worth asking again for: it is mended at once.
+SOULPRINT_V2 = OutputSchema(
+    name="soulprint_v2",
+    schema=_SOULPRINT_SCHEMA,
+    rule=AnswerRule(check=_ai_name_check, mend=_give_a_name, ask_again=False),
 )
 
 # --- Facts -------------------------------------------------------------------------------------
@@ -528,8 +334,10 @@ _FACT_ITEM_SCHEMAS: Mapping[str, JSONObject] = {
     "projects": _object(
         {
             "name": _text(PROJECT_NAME_MAX_CHARS, "The project's name."),
-            "description": _text(PROJECT_DESCRIPTION_MAX_CHARS, "What the project is."),
-            "details": _text(PROJECT_DETAILS_MAX_CHARS, "Specifics: status, stack, people, dates."),
+            "description": _text(PROJECT_DESCRIPTION_MAX_CHARS, "What the project is.", default=""),
+            "details": _text(
+                PROJECT_DETAILS_MAX_CHARS, "Specifics: status, stack, people, dates.", default=""
+            ),
         }
     ),
     "dates": _object(
@@ -542,14 +350,21 @@ _FACT_ITEM_SCHEMAS: Mapping[str, JSONObject] = {
     "decisions": _object(
         {
             "decision": _text(FACT_MAX_CHARS, "What was decided."),
-            "context": _text(PROJECT_DESCRIPTION_MAX_CHARS, "Why, and what it relates to."),
+            "context": _text(
+                PROJECT_DESCRIPTION_MAX_CHARS, "Why, and what it relates to.", default=""
+            ),
         }
     ),
 }
 
 
 def _fact_list(category: str, max_items: int) -> JSONObject:
-    return {"type": "array", "items": _FACT_ITEM_SCHEMAS[category], "maxItems": max_items}
+    return {
+        "type": "array",
+        "items": _FACT_ITEM_SCHEMAS[category],
+        "maxItems": max_items,
+        "default": [],
+    }
 
 
 def _facts_schema(categories: tuple[str, ...], max_items: int, description: str) -> JSONObject:
@@ -586,3 +401,4 @@ FACT_CATEGORY_REDUCTION: Mapping[str, OutputSchema] = {
     )
     for category in FACT_CATEGORIES
 }
+

@@ -426,7 +426,7 @@ def _readable(stream: IO[bytes]) -> bool:
 
 def helper_failed() -> TransientJobError:
     return TransientJobError(
-        "The export check stopped unexpectedly; the import will be retried.",
+        "The export check stopped unexpectedly.",
         code="export_scan_failed",
     )
 

@@ -12,14 +12,17 @@
 4. One transaction writes ``memory_md``, the sections, ``full_pass_*``, ``import_cost_json`` and
    ``import_status = complete`` with the checkpoint.
 
-Model answers are saved as artifacts the moment they arrive, so a resumed finish does not pay
-for them again.
+Model answers are saved as artifacts the moment they arrive (each reduction call, the v2
+sections, or the reason they failed), with the usage that paid for them, so a resumed finish
+pays for nothing twice and keeps its record of what it repaired or went without.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +34,7 @@ from soulworker.llm.schemas import (
 from soulworker.logs import get_logger
 from soulworker.pipeline import prompts
 from soulworker.pipeline.chunk_layout import ChunkLayout
+from soulworker.pipeline.degraded import add_counts, count_repairs, repair_entries, skip_entry
 from soulworker.pipeline.full_pass_stage import FACTS_PREFIX
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.memory import (
@@ -65,7 +69,12 @@ REDUCTION_MAX_TOKENS = 16_000
 V2_SAMPLE_CHARS_FACTOR = 1.4
 V2_CONVERSATIONS = 200
 V2_ARTIFACT = "v2_sections"
+V2_PURPOSE = "soulprint_v2"
+REDUCTION_PURPOSE = "fact_reduction"
+# A category's reduction, whole: its final items and what it repaired or went without.
 REDUCED_PREFIX = "reduced:"
+# One reduction call's answer (category, round, batch), saved the moment it arrives.
+REDUCTION_ANSWER_PREFIX = "reduction:"
 # Failures that end the attempt even where a model answer is optional: retrying cannot help,
 # and going on would only meet them again.
 FATAL_MODEL_CODES = frozenset(
@@ -90,12 +99,12 @@ class FinishStage:
         await progress.begin()
         batches = [content.get("facts") or {} for _, content in await ctx.artifacts(FACTS_PREFIX)]
         facts = consolidate(batches)
-        degraded: list[dict[str, str]] = []
-        facts = await self._reduce(run, facts, degraded)
+        record = _Record()
+        facts = await self._reduce(run, facts, record)
         memory_md = render_memory(facts)
         await progress.report(0.4)
 
-        sections = await self._regenerate(run, memory_md, degraded)
+        sections = await self._regenerate(run, memory_md, record)
         await progress.report(0.9)
         job = ctx.job
         columns: dict[str, Any] = dict.fromkeys(
@@ -114,8 +123,6 @@ class FinishStage:
             "memory_chars": len(memory_md),
             "sections": "regenerated" if sections is not None else "quick_pass",
         }
-        if degraded:
-            finish_result["degraded"] = degraded
         # The pipeline returns run.result as the job's final result, merged over what the
         # checkpoints wrote: it must hold this attempt's usage, not the one it started from.
         outcome = {
@@ -123,6 +130,7 @@ class FinishStage:
             "facts": sum(fact_counts(facts).values()),
             **usage,
             **run.record_stage_seconds(FINISH.name, time.monotonic() - started),
+            **run.degraded_result(FINISH.name, record.entries()),
         }
         run.result.update(outcome)
         async with ctx.transaction() as tx:
@@ -145,10 +153,11 @@ class FinishStage:
                 completed=run.completes_job(FINISH),
             )
 
-    async def _reduce(self, run: ImportRun, facts: Facts, degraded: list[dict[str, str]]) -> Facts:
+    async def _reduce(self, run: ImportRun, facts: Facts, record: _Record) -> Facts:
         """Bring each category under CATEGORY_MAX_CHARS: model rounds, then a plain cut."""
         reduced = dict(facts)
         saved = dict(await run.ctx.artifacts(REDUCED_PREFIX))
+        answers = dict(await run.ctx.artifacts(REDUCTION_ANSWER_PREFIX))
         for category in FACT_CATEGORIES:
             items = reduced[category]
             if category_chars(category, items) <= CATEGORY_MAX_CHARS:
@@ -156,15 +165,24 @@ class FinishStage:
             key = REDUCED_PREFIX + category
             if key in saved:
                 reduced[category] = list(saved[key].get("items") or [])
+                record.load(saved[key])
                 continue
+            step = _Record()
             for round_number in range(MAX_REDUCTION_ROUNDS):
                 before = len(items)
                 try:
-                    items = await self._reduce_once(run, category, items)
+                    items = await self._reduce_once(
+                        run,
+                        category=category,
+                        round_number=round_number,
+                        items=items,
+                        answers=answers,
+                        step=step,
+                    )
                 except JobError as failure:
                     if failure.code in FATAL_MODEL_CODES:
                         raise
-                    degraded.append({"what": f"reduce_{category}", "why": failure.code})
+                    step.skipped.append(skip_entry(FINISH.name, REDUCTION_PURPOSE, failure.code))
                     break
                 log.info(
                     "facts reduced", category=category, round=round_number + 1,
@@ -174,38 +192,73 @@ class FinishStage:
                     break
             items = _cut_to_limit(category, items)
             reduced[category] = items
-            async with run.ctx.transaction() as tx:
-                await tx.put_artifact(key, {"items": items})
+            await self._save_answer(run, key, {"items": items, **step.to_json()})
+            record.load(step.to_json())
         return reduced
 
-    async def _reduce_once(self, run: ImportRun, category: str, items: list[Any]) -> list[Any]:
+    async def _reduce_once(
+        self,
+        run: ImportRun,
+        *,
+        category: str,
+        round_number: int,
+        items: list[Any],
+        answers: dict[str, Any],
+        step: _Record,
+    ) -> list[Any]:
+        """One round over a category, each reduction call's answer saved as it arrives (and
+        reused, when its input is the same, by a resumed attempt)."""
         assert run.model is not None
         out: list[Any] = []
-        for batch in _reduction_batches(category, items):
-            answer = await run.model.structured(
-                purpose="fact_reduction",
-                model=run.settings.full_pass_model,
-                system=prompts.FACT_REDUCTION_SYSTEM,
-                content=prompts.fact_reduction_content(category, batch),
-                schema=FACT_CATEGORY_REDUCTION[category],
-                max_tokens=REDUCTION_MAX_TOKENS,
-            )
-            out.extend(answer.data.get(category) or [])
+        for number, batch in enumerate(_reduction_batches(category, items)):
+            name = f"{REDUCTION_ANSWER_PREFIX}{category}:{round_number}:{number:04d}"
+            digest = _digest(batch)
+            saved = answers.get(name)
+            if isinstance(saved, dict) and saved.get("input") == digest:
+                reduced_items = list(saved.get("items") or [])
+                add_counts(step.repairs, saved.get("repairs"))
+            else:
+                answer = await run.model.structured(
+                    purpose=REDUCTION_PURPOSE,
+                    model=run.settings.full_pass_model,
+                    system=prompts.FACT_REDUCTION_SYSTEM,
+                    content=prompts.fact_reduction_content(category, batch),
+                    schema=FACT_CATEGORY_REDUCTION[category],
+                    max_tokens=REDUCTION_MAX_TOKENS,
+                )
+                reduced_items = list(answer.data.get(category) or [])
+                repairs = count_repairs(answer.repairs)
+                step.repairs.update(repairs)
+                await self._save_answer(
+                    run,
+                    name,
+                    {"input": digest, "items": reduced_items, "repairs": dict(repairs)},
+                )
+            out.extend(reduced_items)
         return consolidate([{category: out}])[category]
 
+    async def _save_answer(self, run: ImportRun, name: str, content: dict[str, Any]) -> None:
+        """Keep what paid answers gave at once, with the usage that paid for them."""
+        usage = run.usage_result()
+        async with run.ctx.transaction() as tx:
+            await tx.put_artifact(name, content)
+            await tx.advance(stage=FINISH.name, percent=FINISH.start, label=FINISH.label,
+                             result=usage)
+            await run.write_cost(tx.conn, usage["cost"])
+
     async def _regenerate(
-        self, run: ImportRun, memory_md: str, degraded: list[dict[str, str]]
+        self, run: ImportRun, memory_md: str, record: _Record
     ) -> dict[str, Any] | None:
         saved = await run.ctx.artifact(V2_ARTIFACT)
         if saved:
-            return dict(saved)
+            return record.load_v2(saved)
         assert run.model is not None
         parse_output = await run.ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
         sample = await self._v2_sample(run, parse_output)
         try:
             answer = await ask_for_soulprint(
                 run.model,
-                purpose="soulprint_v2",
+                purpose=V2_PURPOSE,
                 model=run.settings.quick_pass_model,
                 sample=sample,
                 persona_text=str(parse_output.get("persona_text") or ""),
@@ -213,13 +266,16 @@ class FinishStage:
                 memory_md=memory_md,
             )
         except JobError as failure:
+            if failure.code in FATAL_MODEL_CODES:
+                raise
             log.warning("v2 sections failed; the quick pass's sections stay", code=failure.code)
-            degraded.append({"what": "soulprint_v2", "why": failure.code})
-            return None
-        async with run.ctx.transaction() as tx:
-            await tx.put_artifact(V2_ARTIFACT, answer.data)
-        return answer.data
-
+            content: dict[str, Any] = {"failed": failure.code}
+        else:
+            content = {"sections": answer.data, "repairs": dict(count_repairs(answer.repairs))}
+        # Kept either way: a resumed finish neither pays for these sections again nor loses
+        # the record of why they are missing.
+        await self._save_answer(run, V2_ARTIFACT, content)
+        return record.load_v2(content)
     async def _v2_sample(self, run: ImportRun, parse_output: dict[str, Any]) -> str:
         """The best conversations' stored text, best first, within the v2 budget."""
         ranked = [str(entry[0]) for entry in parse_output.get("top_conversations") or []]
@@ -293,3 +349,45 @@ def _cut_to_limit(category: str, items: list[Any]) -> list[Any]:
         kept.append(item)
         size += cost
     return kept
+
+
+def _digest(batch: Sequence[Any]) -> str:
+    """What a reduction call was asked, in short: a saved answer is reused only for the same."""
+    text = json.dumps(list(batch), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class _Record:
+    """What the finish stage repaired or went without, as kept in its artifacts."""
+
+    def __init__(self) -> None:
+        self.repairs: Counter[str] = Counter()  # of reduction answers
+        self.v2_repairs: Counter[str] = Counter()
+        self.skipped: list[dict[str, Any]] = []
+
+    def load(self, saved: dict[str, Any]) -> None:
+        """Add what a saved reduction (a ``reduced:`` artifact) recorded."""
+        add_counts(self.repairs, saved.get("repairs"))
+        self.skipped.extend(
+            entry for entry in saved.get("skipped") or () if isinstance(entry, dict)
+        )
+
+    def load_v2(self, saved: dict[str, Any]) -> dict[str, Any] | None:
+        """The v2 sections a saved answer holds (``None`` when they failed), recorded."""
+        if "failed" in saved:
+            self.skipped.append(skip_entry(FINISH.name, V2_PURPOSE, str(saved["failed"])))
+            return None
+        if "sections" not in saved:  # saved before repairs were recorded: the sections alone
+            return dict(saved)
+        add_counts(self.v2_repairs, saved.get("repairs"))
+        return dict(saved["sections"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repairs": dict(self.repairs), "skipped": self.skipped}
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [
+            *repair_entries(FINISH.name, REDUCTION_PURPOSE, self.repairs),
+            *repair_entries(FINISH.name, V2_PURPOSE, self.v2_repairs),
+            *self.skipped,
+        ]

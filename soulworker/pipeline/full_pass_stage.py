@@ -4,19 +4,25 @@ The plan (see ``full_pass_plan``) is saved before the first call. Each batch's f
 soon as they arrive, in their own fenced transaction, so a resumed job never asks for a batch it
 already has. Batches run with bounded concurrency (the job's slice of the model client's limit).
 
-Per batch (DESIGN §12): a refusal skips the batch and counts it; an answer cut off is asked again
-with a larger limit, then the batch is split in halves (bounded); past that it is a transient
-failure of the attempt, and the retry resumes from the saved batches.
+Per batch: a refusal skips the batch and counts it; an answer cut off is asked again with a
+larger limit, then the batch is split in halves (bounded); past that it is a transient failure
+of the attempt, and the retry resumes from the saved batches. The soft repairs of each answer are
+saved with its facts and summed into ``result.degraded`` at the end (docs/model-answers.md).
 
-On a soft stop (shutdown) no new batch is started; the ones in flight finish and are saved, then
-the job is released.
+When a batch fails, no new batch is started, and the ones in flight finish and are saved before
+the failure ends the attempt: their calls are paid for, so their answers are kept for the retry.
+Only a failure no retry can mend (a spend limit, a refused key) stops them at once. On a soft
+stop (shutdown) it is the same: no new batch, the ones in flight are saved, then the job is
+released.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from soulworker.llm.errors import ModelRefused, ModelTruncated
@@ -24,6 +30,7 @@ from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
 from soulworker.pipeline import prompts
 from soulworker.pipeline.chunk_layout import ChunkLayout
+from soulworker.pipeline.degraded import add_counts, count_repairs, repair_entries, skip_entry
 from soulworker.pipeline.full_pass_plan import ChunkStat, FullPassPlan, plan_full_pass
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.memory import empty_facts
@@ -36,6 +43,7 @@ log = get_logger(__name__)
 
 PLAN_ARTIFACT = "full_pass_plan"
 FACTS_PREFIX = "facts:"
+FACT_EXTRACTION_PURPOSE = "fact_extraction"
 EXTRACTION_MAX_TOKENS = 6_000
 EXTRACTION_RETRY_MAX_TOKENS = 12_000
 # A batch still cut off at the larger limit is split in halves, at most this many times.
@@ -88,19 +96,31 @@ class FullPassStage:
                     group.create_task(self._work(run, plan, layout, queue, counter))
         except BaseExceptionGroup as failures:
             raise most_telling(failures) from None
+        if counter.failure is not None:
+            raise counter.failure
         if not queue.empty():
             raise ReleaseRequested("released between full-pass batches for shutdown")
 
         saved = [content for _, content in await ctx.artifacts(FACTS_PREFIX)]
+        refused = sum(int(batch.get("refused_parts") or 0) for batch in saved)
         summary = {
             **plan.summary(),
             "refused_batches": sum(1 for batch in saved if batch.get("refused_parts")),
             "split_batches": sum(1 for batch in saved if batch.get("splits")),
         }
+        repairs: Counter[str] = Counter()
+        for batch in saved:
+            add_counts(repairs, batch.get("repairs"))
+        degraded = repair_entries(FULL_PASS.name, FACT_EXTRACTION_PURPOSE, repairs)
+        if refused:
+            degraded.append(
+                skip_entry(FULL_PASS.name, FACT_EXTRACTION_PURPOSE, "model_refused", refused)
+            )
         outcome = {
             "full_pass": summary,
             **run.usage_result(),
             **run.record_stage_seconds(FULL_PASS.name, time.monotonic() - started),
+            **run.degraded_result(FULL_PASS.name, degraded),
         }
         run.result.update(outcome)  # kept in step with the job row (see FinishStage)
         await ctx.save_checkpoint(
@@ -137,19 +157,23 @@ class FullPassStage:
         ctx = run.ctx
         progress = run.progress(FULL_PASS)
         while not queue.empty():
-            if ctx.release_requested:
+            if ctx.release_requested or counter.failure is not None:
                 return
             number = queue.get_nowait()
-            facts, refused, splits = await self._extract(run, layout, plan.batches[number], 0)
+            try:
+                batch = await self._extract(run, layout, plan.batches[number], 0)
+            except JobError as failure:
+                if failure.permanent:
+                    raise  # no retry can mend it: the batches in flight are stopped at once
+                # The others finish the batches they hold, then this failure ends the attempt.
+                counter.failure = counter.failure or failure
+                return
             # One batch commits at a time: the usage written is a snapshot of the shared ledger,
             # and a snapshot taken earlier must never commit after a later one.
             async with counter.commit_lock:
                 usage = run.usage_result()
                 async with ctx.transaction() as tx:
-                    await tx.put_artifact(
-                        facts_artifact(number),
-                        {"facts": facts, "refused_parts": refused, "splits": splits},
-                    )
+                    await tx.put_artifact(facts_artifact(number), batch.to_json())
                     await tx.advance(
                         stage=FULL_PASS.name,
                         percent=int(FULL_PASS.percent((counter.done + 1) / max(counter.total, 1))),
@@ -162,42 +186,36 @@ class FullPassStage:
 
     async def _extract(
         self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int], depth: int
-    ) -> tuple[dict[str, list[Any]], int, int]:
-        """Facts of one batch: ``(facts, refused batches, splits)``."""
+    ) -> BatchFacts:
+        """The facts of one batch, with what it took to get them."""
         assert run.model is not None
         excerpts = await self._excerpts(run, layout, chunk_indexes)
         content = prompts.fact_extraction_content(excerpts)
         for max_tokens in (EXTRACTION_MAX_TOKENS, EXTRACTION_RETRY_MAX_TOKENS):
             try:
                 answer = await run.model.structured(
-                    purpose="fact_extraction",
+                    purpose=FACT_EXTRACTION_PURPOSE,
                     model=run.settings.full_pass_model,
                     system=prompts.FACT_EXTRACTION_SYSTEM,
                     content=content,
                     schema=FACT_EXTRACTION,
                     max_tokens=max_tokens,
                 )
-                return answer.data, 0, 0
+                return BatchFacts(answer.data, repairs=count_repairs(answer.repairs))
             except ModelRefused:
                 log.warning("the model declined a fact batch; skipped", chunks=len(chunk_indexes))
-                return empty_facts(), 1, 0
+                return BatchFacts(empty_facts(), refused_parts=1)
             except ModelTruncated:
                 log.warning("fact batch answer cut off", chunks=len(chunk_indexes), depth=depth)
         if len(chunk_indexes) < 2 or depth >= MAX_SPLIT_DEPTH:
             raise TransientJobError(
-                "The model's answers were cut off repeatedly while building deep memory; "
-                "it will be retried.",
+                "The model's answers were cut off repeatedly while building deep memory.",
                 code="model_truncated",
             )
         half = len(chunk_indexes) // 2
-        first, refused_a, splits_a = await self._extract(
-            run, layout, chunk_indexes[:half], depth + 1
-        )
-        second, refused_b, splits_b = await self._extract(
-            run, layout, chunk_indexes[half:], depth + 1
-        )
-        merged = {key: list(first.get(key, [])) + list(second.get(key, [])) for key in first}
-        return merged, refused_a + refused_b, 1 + splits_a + splits_b
+        first = await self._extract(run, layout, chunk_indexes[:half], depth + 1)
+        second = await self._extract(run, layout, chunk_indexes[half:], depth + 1)
+        return first.joined(second)
 
     async def _excerpts(
         self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int]
@@ -249,8 +267,42 @@ def most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
+@dataclass
+class BatchFacts:
+    """One batch's facts as saved in its artifact: the facts, the parts the model refused, how
+    often the batch was split, and the soft repairs of its answers (``count_repairs``)."""
+
+    facts: dict[str, list[Any]]
+    refused_parts: int = 0
+    splits: int = 0
+    repairs: Counter[str] = field(default_factory=Counter)
+
+    def joined(self, second: BatchFacts) -> BatchFacts:
+        """The two halves of a split batch as one."""
+        facts = {
+            key: list(self.facts.get(key, [])) + list(second.facts.get(key, []))
+            for key in self.facts
+        }
+        return BatchFacts(
+            facts,
+            refused_parts=self.refused_parts + second.refused_parts,
+            splits=1 + self.splits + second.splits,
+            repairs=self.repairs + second.repairs,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "facts": self.facts,
+            "refused_parts": self.refused_parts,
+            "splits": self.splits,
+            "repairs": dict(self.repairs),
+        }
+
+
 class _Counter:
     def __init__(self, *, done: int, total: int) -> None:
         self.done = done
         self.total = total
         self.commit_lock = asyncio.Lock()
+        # The first failure of a batch; the attempt ends with it once the others are saved.
+        self.failure: JobError | None = None

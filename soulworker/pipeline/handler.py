@@ -72,13 +72,18 @@ class ImportPipeline:
                 result=dict(ctx.job.result),
                 last_stage=self.stages[-1].spec.name,
             )
-            for stage in self.stages:
-                if stage.is_done(run):
-                    log.info("stage already done; skipped", stage=stage.spec.name)
-                    continue
-                log.info("stage started", stage=stage.spec.name)
-                await stage.run(run)
-                log.info("stage finished", stage=stage.spec.name)
+            try:
+                for stage in self.stages:
+                    if stage.is_done(run):
+                        log.info("stage already done; skipped", stage=stage.spec.name)
+                        continue
+                    log.info("stage started", stage=stage.spec.name)
+                    await stage.run(run)
+                    log.info("stage finished", stage=stage.spec.name)
+            except BaseException:
+                # Also on a cancel: the task finishes this write before it ends.
+                await keep_usage_of_unfinished_attempt(run)
+                raise
         return run.result
 
     async def aclose(self) -> None:
@@ -86,6 +91,19 @@ class ImportPipeline:
         if self.model is not None:
             await self.model.aclose()
         self.workspace.close()
+
+
+async def keep_usage_of_unfinished_attempt(run: ImportRun) -> None:
+    """Save the usage of an attempt that is ending early: calls billed since its last
+    checkpoint count too, whatever happens after them. Never raises: the attempt's own outcome
+    is what the runner must record."""
+    total = run.ledger.total
+    if not (total.calls or total.failed_requests):
+        return
+    try:
+        await run.save_usage()
+    except Exception as exc:  # a lost lease, a database outage: the outcome matters more
+        log.warning("could not save the usage of an unfinished attempt", error=type(exc).__name__)
 
 
 def storage_config(settings: Settings) -> StorageConfig:

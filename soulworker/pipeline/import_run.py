@@ -20,6 +20,7 @@ import httpx
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
 from soulworker.pipeline.cost import cost_summary
+from soulworker.pipeline.degraded import replace_stage
 from soulworker.pipeline.stages import StageProgress, StageSpec
 from soulworker.pipeline.storage_download import StorageConfig
 from soulworker.queue.context import JobContext
@@ -66,6 +67,25 @@ class ImportRun:
         usage = {"model_usage": self.ledger.to_dict(), "cost": cost}
         self.result.update(usage)
         return usage
+
+    def degraded_result(self, stage: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Set ``stage``'s entries of ``result.degraded``; return the patch to write with its
+        checkpoint (the whole list: a job result is merged key by key)."""
+        degraded = replace_stage(self.result.get("degraded"), stage, entries)
+        self.result["degraded"] = degraded
+        return {"degraded": degraded}
+
+    async def save_usage(self) -> None:
+        """Write the usage so far to the job result and the profile, outside any checkpoint.
+
+        For an attempt that ends without reaching its next checkpoint (a failure, a cancel, a
+        shutdown past its budget): its calls were billed, so the next attempt, the operator and
+        the profile's cost must see them. Fenced like every write.
+        """
+        usage = self.usage_result()
+        async with self.ctx.transaction() as tx:
+            await tx.advance(stage=None, percent=0, label=None, result=usage)
+            await self.write_cost(tx.conn, usage["cost"])
 
     async def write_cost(self, conn: Connection, cost: dict[str, Any]) -> None:
         """Mirror the cost so far to ``user_profiles.import_cost_json`` (in the caller's tx)."""

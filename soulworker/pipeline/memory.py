@@ -85,7 +85,10 @@ def fact_line(category: str, fact: Any) -> str:
     if isinstance(fact, str):
         return fact
     if category == "projects":
-        text = f"**{fact.get('name', '')}**: {fact.get('description', '')}"
+        # A project may come without a description or details (their default is empty).
+        text = f"**{fact.get('name', '')}**"
+        description = fact.get("description")
+        text = f"{text}: {description}" if description else text
         details = fact.get("details")
         return f"{text} ({details})" if details else text
     if category == "dates":

@@ -5,8 +5,9 @@ transaction then writes the five sections, ``soulprint_text``, ``ai_name``, ``ar
 ``import_status = quick_ready`` with the checkpoint: from then on the chat works, and a failure
 of the later stages only marks the full pass failed.
 
-When the answer is cut off (DESIGN §12): ask again with a larger output limit; still cut off,
-shrink the sample once; still cut off, a transient failure. A refusal fails the job permanently.
+When the answer is cut off: ask again with a larger output limit; still cut off, shrink the
+sample once; still cut off, a transient failure. A refusal fails the job permanently. The
+answer's soft repairs go into ``result.degraded`` in the same transaction as the sections.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 from soulworker.llm.client import ModelClient, StructuredAnswer
 from soulworker.llm.errors import ModelContextExceeded, ModelTruncated
 from soulworker.llm.models import context_tokens, pessimistic_tokens
-from soulworker.llm.schemas import SOULPRINT
+from soulworker.llm.schemas import SOULPRINT, SOULPRINT_V2
 from soulworker.logs import get_logger
 from soulworker.pipeline import prompts
+from soulworker.pipeline.degraded import count_repairs, repair_entries
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.soulprint import identity_fields, section_columns, soulprint_text
@@ -35,6 +37,7 @@ QUICK_PASS_RETRY_MAX_TOKENS = 16_384
 SAMPLE_SEPARATOR = "\n\n"
 # The quick pass's answer, kept for the finish stage (which falls back to it).
 QUICK_SECTIONS_ARTIFACT = "quick_pass_sections"
+FIRST_SOULPRINT_PURPOSE = "quick_pass"
 
 
 def stats_for_prompt(result: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +70,11 @@ async def ask_for_soulprint(
     stats: dict[str, Any],
     memory_md: str | None = None,
 ) -> StructuredAnswer:
-    """The soulprint call with the truncation ladder of DESIGN §12 (shared with the v2 pass)."""
+    """The soulprint call with the truncation ladder (shared with the v2 pass): a cut-off answer
+    is asked again with a larger limit, then with the sample shrunk once more, then it is a
+    transient failure (docs/model-answers.md). Each step is a different request."""
     system = prompts.soulprint_system(with_memory=memory_md is not None)
+    schema = SOULPRINT if memory_md is None else SOULPRINT_V2
     fixed = len(system) + len(persona_text) + len(memory_md or "") + 2_000
     sample = fit_sample(sample, fixed, model, QUICK_PASS_RETRY_MAX_TOKENS)
     ladder = [
@@ -86,7 +92,7 @@ async def ask_for_soulprint(
                 model=model,
                 system=system,
                 content=content,
-                schema=SOULPRINT,
+                schema=schema,
                 max_tokens=max_tokens,
             )
         except ModelContextExceeded:
@@ -94,10 +100,7 @@ async def ask_for_soulprint(
             sample = shrink(sample)
         except ModelTruncated:
             log.warning("answer cut off; trying again", purpose=purpose, step=step + 1)
-    raise TransientJobError(
-        "The model's answer was cut off repeatedly; the import will be retried.",
-        code="model_truncated",
-    )
+    raise TransientJobError("The model's answer was cut off repeatedly.", code="model_truncated")
 
 
 class QuickPassStage:
@@ -114,7 +117,7 @@ class QuickPassStage:
         parse_output = await run.ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
         answer = await ask_for_soulprint(
             run.model,
-            purpose="quick_pass",
+            purpose=FIRST_SOULPRINT_PURPOSE,
             model=run.settings.quick_pass_model,
             sample=str(parse_output.get("sample_text") or ""),
             persona_text=str(parse_output.get("persona_text") or ""),
@@ -123,9 +126,13 @@ class QuickPassStage:
         sections = answer.data
         ai_name, archetype = identity_fields(sections)
         job = run.ctx.job
+        repairs = count_repairs(answer.repairs)
         outcome = {
             **run.usage_result(),
             **run.record_stage_seconds(QUICK_PASS.name, time.monotonic() - started),
+            **run.degraded_result(
+                QUICK_PASS.name, repair_entries(QUICK_PASS.name, FIRST_SOULPRINT_PURPOSE, repairs)
+            ),
         }
         run.result.update(outcome)  # kept in step with the job row (see FinishStage)
         async with run.ctx.transaction() as tx:

@@ -12,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from soulworker.llm.schemas import NOT_ENOUGH_DATA, SECTION_NAMES
+from soulworker.llm.ai_name import NOT_ENOUGH_DATA
+from soulworker.llm.schemas import SECTION_NAMES
 
 SECTION_TITLES = {
     "soul": "Soul",

@@ -253,8 +253,7 @@ async def download_export(
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise WorkerDiskFull(
-                "The worker ran out of disk space while downloading the export; "
-                "the import will be retried."
+                "The worker ran out of disk space while downloading the export."
             ) from None
         raise
     finally:
@@ -341,8 +340,7 @@ class _Download:
             )
             raise StorageUnavailable(
                 "Supabase Storage is not answering properly right now "
-                f"(last error: {_describe(exc.reason)}, after {state.attempts} attempts); "
-                "the import will be retried.",
+                f"(last error: {_describe(exc.reason)}, after {state.attempts} attempts).",
                 reason=exc.reason,
                 attempts=state.attempts,
             ) from None

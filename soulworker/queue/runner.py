@@ -51,6 +51,25 @@ START_LABEL = "Starting import"
 OUTCOME_WRITE_ATTEMPTS = 4
 
 
+# What a person reads after the message of a failure that was not permanent: what happens next.
+# Errors say only what happened; only the runner knows whether another attempt follows
+# (docs/model-answers.md, "True messages").
+WILL_BE_RETRIED = "The import will be retried automatically."
+STOPPED_AFTER_ATTEMPTS = "The import stopped after {attempts}; please try it again later."
+
+
+def with_next_step(message: str, *, retrying: bool, permanent: bool, attempts: int) -> str:
+    """``message`` followed by what happens next: a retry, or (after the last attempt of a
+    transient failure) that the import stopped. A permanent failure's message already says
+    what to do."""
+    if permanent:
+        return message
+    if retrying:
+        return f"{message} {WILL_BE_RETRIED}"
+    counted = f"{attempts} attempt" + ("" if attempts == 1 else "s")
+    return f"{message} {STOPPED_AFTER_ATTEMPTS.format(attempts=counted)}"
+
+
 class TimeLimitExceeded(JobControl):
     """The attempt ran past SOULWORKER_JOB_TIMEOUT_SECONDS."""
 
@@ -119,7 +138,7 @@ class JobRun:
         if job.attempt > job.max_attempts:
             # A worker died holding the last attempt; the claim charged one more.
             await self._record_failure(
-                "The import was interrupted too many times. An operator can retry it.",
+                "The import was interrupted too many times. Please try it again later.",
                 code="attempts_exhausted",
                 error_class="LeaseExpired",
                 permanent=True,
@@ -208,7 +227,11 @@ class JobRun:
         self, message: str, *, code: str, error_class: str, permanent: bool
     ) -> None:
         fence = self.job.fence
-        if not permanent and self.job.attempt < self.job.max_attempts:
+        retrying = not permanent and self.job.attempt < self.job.max_attempts
+        message = with_next_step(
+            message, retrying=retrying, permanent=permanent, attempts=self.job.attempt
+        )
+        if retrying:
             delay = retry_delay(
                 self.job.attempt,
                 self.settings.retry_base_seconds,

@@ -291,6 +291,16 @@ def test_transient_failures_back_off_then_fail_and_permanent_ones_do_not_retry(
     assert (row["status"], row["attempt"]) == ("failed", 3)
     assert [e["attempt"] for e in row["errors"]] == [1, 2, 3]
     assert [e["permanent"] for e in row["errors"]] == [False, False, False]
+    said = [e["message"] for e in row["errors"]]
+    assert [m.endswith("The import will be retried automatically.") for m in said] == [
+        True,
+        True,
+        False,
+    ], "only a failure that will be retried says so"
+    assert row["last_error"] == said[-1]
+    assert row["last_error"].endswith(
+        "The import stopped after 3 attempts; please try it again later."
+    )
     starts = [e["at"] for e in handler_events(db_url, transient) if e["event"] == "start"]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.2 * 0.75 and gaps[1] >= 0.4 * 0.75, gaps
@@ -301,7 +311,10 @@ def test_transient_failures_back_off_then_fail_and_permanent_ones_do_not_retry(
 
     row = job(db_url, crash)
     assert (row["status"], row["attempt"]) == ("failed", 2)
-    assert row["last_error"] == "The import failed because of an internal error."
+    assert row["last_error"] == (
+        "The import failed because of an internal error. "
+        "The import stopped after 2 attempts; please try it again later."
+    )
     assert "private text" not in str(row["errors"]), "exception text never reaches job rows"
     assert row["errors"][0]["error_class"] == "RuntimeError"
 

@@ -10,7 +10,10 @@ What a test can script:
 
 * ``responder``: request → answer dict. The default, ``schema_responder``, builds a valid
   answer from the request's own ``output_config.format.schema``, deterministically, seeded by
-  a hash of the request text, so end-to-end tests work without scripting.
+  a hash of the request text, so end-to-end tests work without scripting. ``LooseModel`` answers
+  the way real models sometimes do: valid for the wire schema, but with fewer or more items than
+  the descriptions ask, over-long strings, fields left out, "not enough data" everywhere, a
+  generic ``ai_name``.
 * faults (``script(...)``), consumed in order, each optionally only for requests matching a
   predicate and optionally several ``times``: HTTP errors with the API's error body shape
   (429 with ``retry-after`` / ``retry-after-ms``, 529 overloaded, 500, 401, 403, spend limit
@@ -21,7 +24,10 @@ What a test can script:
 What it records: every request (``requests``) with its JSON body and headers, the
 ``authorization`` / ``x-api-key`` values redacted; every answer it sent (``responses``); the
 most requests in flight at once (``max_in_flight``), overall and per purpose (the
-``X-Soulworker-Purpose`` header); calls per purpose (``calls_by_purpose``).
+``X-Soulworker-Purpose`` header); calls per purpose (``calls_by_purpose``); what it billed
+(``billed``: the usage of every message it answered, which is what the real API charges for);
+and requests whose body repeats an earlier one with no transport failure between
+(``repeated_bodies``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -88,6 +95,7 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.time)  # wall clock, comparable with the database's
 
     @property
     def purpose(self) -> str | None:
@@ -159,6 +167,109 @@ def schema_responder(request: RecordedRequest) -> dict[str, Any]:
     seed = hashlib.sha256(request.text.encode()).digest()
     value = generate_from_schema(schema, random.Random(seed))
     return value if isinstance(value, dict) else {"value": value}
+
+
+# How a loose model may treat one node of the schema (``LooseModel``).
+COMPLY = "comply"  # what the description asks
+FEW = "few"  # an array with the fewest items the wire schema allows: below the described minimum
+MANY = "many"  # an array with more items than the described maximum
+LONG = "long"  # a string longer than the described maximum
+ABSENT = "absent"  # a field the description says may be unknown or empty, left out
+UNKNOWN = "unknown"  # "not enough data" for a string, the fewest items for an array
+EMPTY = "empty"  # an empty string where the description says "Not empty"
+LOOSE_WAYS = (COMPLY, FEW, MANY, LONG, ABSENT, UNKNOWN, EMPTY)
+NOT_ENOUGH_DATA = "not enough data"
+GENERIC_NAMES = ("Assistant", "AI", "My AI", "ChatGPT", NOT_ENOUGH_DATA, "", "Claude 2")
+_ITEMS_HINT = re.compile(r"(?:Between (\d+) and (\d+)|At most ()(\d+)|At least (\d+)()) items\.")
+_CHARS_HINT = re.compile(r"at most (\d+) characters", re.I)
+# A field a model may leave out: its description allows "unknown" or "empty".
+_OPTIONAL_HINT = re.compile(r'Write "not enough data"|Empty when')
+
+
+def item_bounds(node: Mapping[str, Any]) -> tuple[int, int | None]:
+    """The (min, max) items an array's wire description asks for (minItems when none said)."""
+    low, high = int(node.get("minItems", 0)), None
+    match = _ITEMS_HINT.search(str(node.get("description", "")))
+    if match:
+        numbers = [int(g) if g else None for g in match.groups()]
+        low = numbers[0] or numbers[4] or low
+        high = numbers[1] or numbers[3]
+    return low, high
+
+
+def char_bound(node: Mapping[str, Any]) -> int | None:
+    """The most characters a string's wire description allows, if it says."""
+    match = _CHARS_HINT.search(str(node.get("description", "")))
+    return int(match.group(1)) if match else None
+
+
+class LooseModel:
+    """Answers like a loose but schema-valid model: valid for the wire schema (types, enums,
+    every required key), but each node treated one of ``ways`` (chosen by a hash of the
+    request, so the same request gets the same answer): fewer or more items than the
+    description asks, strings longer than it allows, optional fields left out, "not enough
+    data" everywhere. With probability ``generic_name_share`` the companion's ``ai_name`` is
+    no name ("Assistant", "", "not enough data"…). ``leave_out`` false keeps every field (a
+    strict schema-valid answer); true also leaves fields out, as a model without constrained
+    decoding might."""
+
+    def __init__(
+        self,
+        *,
+        ways: tuple[str, ...] = LOOSE_WAYS,
+        generic_name_share: float = 0.5,
+        leave_out: bool = True,
+    ) -> None:
+        self.ways = tuple(way for way in ways if leave_out or way != ABSENT) or (COMPLY,)
+        self.generic_name_share = generic_name_share
+
+    def __call__(self, request: RecordedRequest) -> dict[str, Any]:
+        schema = request.schema
+        if schema is None:
+            return {}
+        rng = random.Random(hashlib.sha256(request.text.encode()).digest())
+        value = self._value(schema, rng)
+        identity = value.get("identity") if isinstance(value, dict) else None
+        if isinstance(identity, dict) and rng.random() < self.generic_name_share:
+            identity["ai_name"] = rng.choice(GENERIC_NAMES)
+        return value if isinstance(value, dict) else {"value": value}
+
+    def _value(self, node: Mapping[str, Any], rng: random.Random) -> Any:
+        way = rng.choice(self.ways)
+        if "enum" in node:
+            return rng.choice(node["enum"])
+        kind = node.get("type")
+        if kind == "object":
+            out = {}
+            for name, sub in (node.get("properties") or {}).items():
+                optional = bool(_OPTIONAL_HINT.search(str(sub.get("description", ""))))
+                if optional and rng.choice(self.ways) == ABSENT:
+                    continue
+                out[name] = self._value(sub, rng)
+            return out
+        if kind == "array":
+            low, high = item_bounds(node)
+            wire_min = int(node.get("minItems", 0))
+            if way in (FEW, UNKNOWN, EMPTY):
+                count = wire_min
+            elif way == MANY:
+                count = (high if high is not None else 8) + rng.randint(1, 6)
+            else:
+                count = rng.randint(max(low, wire_min), max(low, wire_min, high or 3))
+            return [self._value(node.get("items") or {}, rng) for _ in range(count)]
+        if kind == "string":
+            most = char_bound(node)
+            if way == UNKNOWN:
+                return NOT_ENOUGH_DATA
+            if way == EMPTY:
+                return ""
+            if way == LONG:
+                target = 2 * (most or 300) + rng.randint(1, 50)
+                words = " ".join(rng.choice(_WORDS) for _ in range(target // 4 + 1))
+                return words[:target].strip() or "x" * target
+            words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 3))).capitalize()
+            return words[:most] if most else words
+        return generate_from_schema(node, rng)
 
 
 @dataclass
@@ -314,6 +425,8 @@ class FakeMessagesAPI:
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
         self._responses: list[dict[str, Any]] = []
+        # (request, status or None when no answer was sent, message when status is 200)
+        self._exchanges: list[tuple[RecordedRequest, int | None, dict[str, Any] | None]] = []
         self._in_flight = 0
         self._max_in_flight = 0
         self._in_flight_by_purpose: Counter[str] = Counter()
@@ -400,6 +513,47 @@ class FakeMessagesAPI:
     def calls_by_purpose(self) -> Counter[str]:
         return Counter(r.purpose or "" for r in self.message_requests)
 
+    def billed(self, purpose: str | None = None) -> dict[str, int]:
+        """Calls answered with a message, and their tokens: what the API bills for."""
+        totals = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
+        with self._lock:
+            exchanges = list(self._exchanges)
+        for request, status, message in exchanges:
+            if status != 200 or message is None or request.path != "/v1/messages":
+                continue
+            if purpose is not None and request.purpose != purpose:
+                continue
+            usage = message["usage"]
+            totals["calls"] += 1
+            totals["input_tokens"] += (
+                usage["input_tokens"]
+                + usage.get("cache_creation_input_tokens", 0)
+                + usage.get("cache_read_input_tokens", 0)
+            )
+            totals["output_tokens"] += usage["output_tokens"]
+        return totals
+
+    def repeated_bodies(self, *, since: float = 0.0, until: float = float("inf")) -> list[
+        RecordedRequest
+    ]:
+        """Message requests whose body equals an earlier request's, with no transport failure
+        (an error status, or no answer sent) of that body since its last sending; only among
+        the requests made between ``since`` and ``until`` (e.g. one attempt of a job)."""
+        with self._lock:
+            exchanges = [
+                e
+                for e in self._exchanges
+                if e[0].path == "/v1/messages" and since <= e[0].at < until
+            ]
+        last_ok: dict[str, bool] = {}  # body -> whether its last sending was answered
+        repeated = []
+        for request, status, _ in exchanges:
+            body = json.dumps(request.body, sort_keys=True)
+            if last_ok.get(body):
+                repeated.append(request)
+            last_ok[body] = status == 200
+        return repeated
+
     # --- request handling (called from handler threads) ----------------------------------------
 
     def _take_fault(self, request: RecordedRequest) -> Fault | None:
@@ -438,6 +592,12 @@ class FakeMessagesAPI:
             return f"{prefix}_fake{self._counter:06d}"
 
     def _handle(self, request: RecordedRequest) -> tuple[int, dict[str, str], dict[str, Any]]:
+        status, headers, body = self._answer(request)
+        with self._lock:
+            self._exchanges.append((request, status, body if status == 200 else None))
+        return status, headers, body
+
+    def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], dict[str, Any]]:
         fault = self._take_fault(request)
         delay = self.latency_seconds + (fault.delay_seconds if fault else 0.0)
         if delay > 0:

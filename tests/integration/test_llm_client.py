@@ -15,6 +15,7 @@ import httpx2
 import pytest
 import structlog
 
+from soulworker.llm.ai_name import FALLBACK_NAMES
 from soulworker.llm.client import (
     PURPOSE_HEADER,
     ModelClient,
@@ -413,7 +414,7 @@ async def test_refusal_is_permanent(fake: FakeMessagesAPI, sleeps: RecordingSlee
     assert len(fake.message_requests) == 1
 
 
-async def test_invalid_json_is_retried_once_then_bad_output(
+async def test_invalid_json_is_asked_again_once_with_feedback_then_bad_output(
     fake: FakeMessagesAPI, sleeps: RecordingSleep
 ) -> None:
     ledger = UsageLedger()
@@ -422,10 +423,17 @@ async def test_invalid_json_is_retried_once_then_bad_output(
         with pytest.raises(ModelBadOutput) as caught:
             await ask(client)
     assert caught.value.code == "model_invalid_json"
+    assert caught.value.message == "The model's answers could not be used."
+    assert isinstance(caught.value, TransientJobError)
     assert caught.value.__context__ is None  # the decoder error (holding the text) is dropped
-    assert len(fake.message_requests) == 2
+    first, second = fake.message_requests
+    assert first.body["messages"] == [{"role": "user", "content": CONTENT}]
+    [turn] = second.body["messages"]
+    assert turn["content"][0] == {"type": "text", "text": CONTENT}
+    assert "- $: not valid JSON" in turn["content"][1]["text"]
+    assert fake.repeated_bodies() == [], "the re-ask is a different request"
     assert ledger.total.calls == 2  # both answers were billed
-    assert sleeps.waits == [0.0]
+    assert sleeps.waits == [], "a bad answer is not load: no wait"
 
 
 @pytest.mark.parametrize("stop_reason", ["pause_turn", "stop_sequence", "tool_use"])
@@ -437,7 +445,7 @@ async def test_an_unexpected_stop_reason_is_a_bad_output(
         with pytest.raises(ModelBadOutput) as caught:
             await ask(client)
     assert caught.value.code == "model_unexpected_stop"
-    assert caught.value.problems == (f"$: unexpected stop_reason {stop_reason}",)
+    assert caught.value.problems == (f"$: the answer ended early (stop_reason {stop_reason})",)
     assert len(fake.message_requests) == 2
 
 
@@ -447,8 +455,72 @@ async def test_one_bad_answer_then_a_good_one_succeeds(
     fake.script(fakes.raw_text("[1, 2, 3]"))
     async with make_client(fake, sleeps) as client:
         answer = await ask(client)
-    assert answer.attempts == 2
+    assert (answer.attempts, answer.asked_again) == (2, True)
     assert SOULPRINT.validate(answer.data) == []
+    assert "- $: expected object" in fake.message_requests[1].text
+
+
+def soulprint_answer(seed: str = "x") -> dict[str, Any]:
+    body = {
+        "messages": [{"content": seed}],
+        "output_config": {"format": {"schema": SOULPRINT.wire_schema}},
+    }
+    return schema_responder(RecordedRequest("POST", "/v1/messages", {}, body))
+
+
+async def test_two_hard_violations_in_a_row_fail_the_call_without_a_third_request(
+    fake: FakeMessagesAPI, sleeps: RecordingSleep
+) -> None:
+    broken = soulprint_answer()
+    broken["soul"]["formality_level"] = "extremely formal"
+    del broken["identity"]["ai_name"]
+    fake.script(fakes.answer(broken, times=5))
+    with captured_logs() as logs:
+        async with make_client(fake, sleeps) as client:
+            with pytest.raises(ModelBadOutput) as caught:
+                await ask(client)
+    assert caught.value.problems == (
+        "$.soul.formality_level: not one of the allowed values",
+        "$.identity.ai_name: missing",
+    )
+    assert len(fake.message_requests) == 2
+    feedback = fake.message_requests[1].body["messages"][0]["content"][1]["text"]
+    assert "$.soul.formality_level: not one of the allowed values" in feedback
+    assert "$.identity.ai_name: missing" in feedback
+    assert "extremely" not in feedback, "rules and paths, never values"
+    assert fake.repeated_bodies() == []
+    outcomes = [e["outcome"] for e in logs if e["event"] == "model_call"]
+    assert outcomes == ["model_bad_output", "model_bad_output"]
+    assert "extremely" not in repr(logs)
+
+
+async def test_soft_violations_are_repaired_without_asking_again(
+    fake: FakeMessagesAPI, sleeps: RecordingSleep
+) -> None:
+    loose = soulprint_answer()
+    loose["soul"]["personality_traits"] = ["curious"]
+    loose["user"]["interests"] = [f"interest {n}" for n in range(30)]
+    loose["agents"]["response_style"] = "Long. " * 500
+    del loose["tools"]["depth_preference"]
+    fake.script(fakes.answer(loose))
+    with captured_logs() as logs:
+        async with make_client(fake, sleeps) as client:
+            answer = await ask(client)
+    assert len(fake.message_requests) == 1
+    assert (answer.attempts, answer.asked_again) == (1, False)
+    assert sorted(str(r) for r in answer.repairs) == [
+        "$.agents.response_style: max_length",
+        "$.soul.personality_traits: min_items",
+        "$.tools.depth_preference: missing",
+        "$.user.interests: max_items",
+    ]
+    assert answer.data["soul"]["personality_traits"] == ["curious"]
+    assert len(answer.data["user"]["interests"]) == 12
+    assert len(answer.data["agents"]["response_style"]) <= 600
+    assert answer.data["tools"]["depth_preference"] == "not enough data"
+    [call] = [e for e in logs if e["event"] == "model_call"]
+    assert call["outcome"] == "repaired"
+    assert "Long." not in repr(logs)
 
 
 def generic_name_responder(request: RecordedRequest) -> dict[str, Any]:
@@ -457,32 +529,48 @@ def generic_name_responder(request: RecordedRequest) -> dict[str, Any]:
     return data
 
 
-async def test_generic_ai_name_is_a_bad_output(sleeps: RecordingSleep) -> None:
+async def test_a_generic_ai_name_twice_gets_a_fallback_name(sleeps: RecordingSleep) -> None:
     with (
         FakeMessagesAPI(responder=generic_name_responder) as fake,
         captured_logs() as logs,
     ):
         async with make_client(fake, sleeps) as client:
-            with pytest.raises(ModelBadOutput) as caught:
-                await ask(client)
+            answer = await ask(client)
         assert len(fake.message_requests) == 2
-    assert caught.value.problems == ("$.identity.ai_name: generic name",)
+        assert "$.identity.ai_name: generic name" in fake.message_requests[1].text
+    name = answer.data["identity"]["ai_name"]
+    assert name in FALLBACK_NAMES
+    assert "$.identity.ai_name: fallback_name" in [str(r) for r in answer.repairs]
     calls = [e for e in logs if e["event"] == "model_call"]
-    assert [e["outcome"] for e in calls] == ["model_bad_output", "model_bad_output"]
+    assert [e["outcome"] for e in calls] == ["model_bad_output", "repaired"]
     assert all("Assistant" not in repr(e) for e in logs)
 
 
 async def test_generic_name_once_then_a_real_one(
     fake: FakeMessagesAPI, sleeps: RecordingSleep
 ) -> None:
-    body = {"output_config": {"format": {"schema": SOULPRINT.wire_schema}}}
-    first = schema_responder(RecordedRequest("POST", "/v1/messages", {}, body))
+    first = soulprint_answer()
     first["identity"]["ai_name"] = "My AI"
     fake.script(fakes.answer(first))
     async with make_client(fake, sleeps) as client:
         answer = await ask(client)
     assert answer.attempts == 2
     assert answer.data["identity"]["ai_name"] != "My AI"
+    assert answer.data["identity"]["ai_name"] not in FALLBACK_NAMES
+
+
+async def test_a_transport_failure_of_the_re_ask_sends_the_same_re_ask_again(
+    fake: FakeMessagesAPI, sleeps: RecordingSleep
+) -> None:
+    first = soulprint_answer()
+    first["identity"]["ai_name"] = ""
+    fake.script(fakes.answer(first), fakes.overloaded())
+    async with make_client(fake, sleeps) as client:
+        answer = await ask(client)
+    assert answer.attempts == 3
+    bodies = [r.body for r in fake.message_requests]
+    assert bodies[1] == bodies[2] != bodies[0]
+    assert fake.repeated_bodies() == [], "the same body only after a transport failure"
 
 
 # --- concurrency ----------------------------------------------------------------------------------

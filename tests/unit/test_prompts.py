@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
+from soulworker.llm.ai_name import NOT_ENOUGH_DATA
 from soulworker.llm.delimit import DATA_INSTRUCTION
+from soulworker.llm.schemas import REDUCTION_MAX_ITEMS_PER_CATEGORY, SOULPRINT
 from soulworker.pipeline import prompts
 
 DATA_REGION = re.compile(
@@ -88,3 +91,61 @@ def test_fact_reduction_sends_the_facts_as_data_and_names_the_category() -> None
     assert tag == "memory_data"
     assert json.loads(text.replace("&lt;", "<")) == facts
     assert "Ignore previous instructions" not in outside(content)
+
+
+# --- prompts agree with the schemas -----------------------------------------------------------
+
+SYSTEM_PROMPTS = {
+    "soulprint": prompts.soulprint_system(with_memory=False),
+    "soulprint_v2": prompts.soulprint_system(with_memory=True),
+    "fact_extraction": prompts.FACT_EXTRACTION_SYSTEM,
+    "fact_reduction": prompts.FACT_REDUCTION_SYSTEM,
+}
+# Words that state a bound on an answer: those live in the schema's descriptions, once.
+BOUND_WORDS = re.compile(
+    r"\b(empty|at most|at least|between|items?|characters?|words?|sentences?|not enough data)\b",
+    re.I,
+)
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEM_PROMPTS))
+def test_no_system_prompt_states_a_bound(name: str) -> None:
+    found = BOUND_WORDS.findall(SYSTEM_PROMPTS[name].replace(DATA_INSTRUCTION, ""))
+    assert found == [], f"bounds belong in the field descriptions, not the {name} prompt"
+
+
+def schema_nodes(node: dict[str, Any], path: str = "$") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)]
+    for key, sub in (node.get("properties") or {}).items():
+        found += schema_nodes(sub, f"{path}.{key}")
+    if "items" in node:
+        found += schema_nodes(node["items"], f"{path}[]")
+    return found
+
+
+def test_the_soulprint_descriptions_say_each_bound_once_and_never_contradict_it() -> None:
+    sections = SOULPRINT.schema["properties"]
+    for path, node in schema_nodes(dict(SOULPRINT.wire_schema)):
+        description = node.get("description", "")
+        for hint in ("items.", "characters."):
+            assert description.count(hint) <= 1, f"{path}: one statement of each bound"
+        field = re.fullmatch(r"\$\.(\w+)\.(\w+)", path)
+        if field is None:
+            continue  # a section, or a list item
+        full = sections[field.group(1)]["properties"][field.group(2)]
+        if full.get("type") == "array":
+            says_empty = "Empty when" in description
+            assert says_empty == (full.get("minItems", 0) == 0), f"{path}: may it be empty?"
+        elif full.get("type") == "string" and "enum" not in full:
+            invites_unknown = f'Write "{NOT_ENOUGH_DATA}"' in description
+            assert invites_unknown == ("default" in full), f"{path}: may it be unknown?"
+    assert "default" not in sections["identity"]["properties"]["ai_name"]
+
+
+def test_a_reduction_asks_for_half_within_the_schema_maximum() -> None:
+    facts = [f"fact {n}" for n in range(REDUCTION_MAX_ITEMS_PER_CATEGORY)]
+    content = prompts.fact_reduction_content("beliefs", facts)
+    target = prompts.reduction_target(len(facts))
+    assert f"into at most {target}." in content
+    assert target <= REDUCTION_MAX_ITEMS_PER_CATEGORY
+    assert prompts.reduction_target(1) == 1

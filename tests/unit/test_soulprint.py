@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from soulworker.llm.schemas import NOT_ENOUGH_DATA, SECTION_NAMES, SOULPRINT
+from soulworker.llm.ai_name import NOT_ENOUGH_DATA
+from soulworker.llm.schemas import SECTION_NAMES, SOULPRINT
 from soulworker.pipeline.soulprint import (
     SECTION_FILES,
     identity_fields,
