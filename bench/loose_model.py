@@ -97,7 +97,7 @@ def run(imports: int, conversations: int, hard_violations: bool, server: str) ->
         )
         with psycopg.connect(database_url, row_factory=dict_row) as conn:
             jobs = conn.execute(
-                "select j.status, j.attempt, j.result, p.ai_name from import_jobs j "
+                "select j.status, j.attempt, j.result, j.errors, p.ai_name from import_jobs j "
                 "join user_profiles p on p.import_job_id = j.id"
             ).fetchall()
         report(jobs, api, imports, hard_violations)
@@ -107,15 +107,16 @@ def report(
     jobs: list[dict[str, Any]], api: FakeMessagesAPI, started: int, hard_violations: bool
 ) -> None:
     completed = [job for job in jobs if job["status"] == "succeeded"]
-    calls = [job["result"]["model_usage"]["total"]["calls"] for job in jobs]
+    empty: dict[str, dict[str, Any]] = {"by_purpose": {}, "total": {}}
+    calls = [(job["result"].get("model_usage") or empty)["total"].get("calls", 0) for job in jobs]
     by_purpose: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     recorded: Counter[str] = Counter()
     for job in jobs:
-        usage = job["result"]["model_usage"]
+        usage = job["result"].get("model_usage") or empty
         for purpose, totals in usage["by_purpose"].items():
             by_purpose[purpose] += totals["calls"]
-        total = usage["total"]
+        total = Counter(usage["total"])
         recorded["calls"] += total["calls"]
         recorded["input_tokens"] += (
             total["input_tokens"]
@@ -136,6 +137,8 @@ def report(
     print(f"hard violation in every first quick-pass answer: {hard_violations}")
     print(f"imports completed: {len(completed)} of {started} started")
     print(f"attempts: {Counter(job['attempt'] for job in jobs)}")
+    print(f"statuses: {Counter(job['status'] for job in jobs)}; errors: "
+          f"{Counter(e['code'] for job in jobs for e in job['errors'])}")
     print(
         f"calls per import: median {statistics.median(calls)}, min {min(calls)}, "
         f"max {max(calls)}; by purpose (all imports): {dict(sorted(by_purpose.items()))}"
