@@ -45,6 +45,7 @@ from tests.fakes.messages_api import (  # noqa: E402
     RecordedRequest,
     answer,
     generate_from_schema,
+    recorded_usage,
 )
 from tests.fakes.storage_server import StorageServer  # noqa: E402
 
@@ -116,14 +117,7 @@ def report(
         usage = job["result"].get("model_usage") or empty
         for purpose, totals in usage["by_purpose"].items():
             by_purpose[purpose] += totals["calls"]
-        total = Counter(usage["total"])
-        recorded["calls"] += total["calls"]
-        recorded["input_tokens"] += (
-            total["input_tokens"]
-            + total["cache_creation_input_tokens"]
-            + total["cache_read_input_tokens"]
-        )
-        recorded["output_tokens"] += total["output_tokens"]
+        recorded.update(recorded_usage(usage["total"]))
         for entry in job["result"].get("degraded") or []:
             rules[entry["rule"]] += entry["count"]
     billed = api.billed()

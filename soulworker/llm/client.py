@@ -48,14 +48,15 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anthropic
 import structlog
-from anthropic.types import Message, TextBlockParam
+from anthropic.types import Message, OutputConfigParam, TextBlockParam
 from tenacity import RetryCallState
 
 from soulworker.llm.errors import (
@@ -73,6 +74,7 @@ from soulworker.llm.schemas import OutputSchema
 from soulworker.llm.usage import CallUsage, UsageLedger
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # A non-streaming answer of 16K tokens can take several minutes; the SDK's own default for
 # non-streaming requests is the same ten minutes.
@@ -297,17 +299,10 @@ class ModelClient:
         _check_purpose(purpose)
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        user_turn: str | list[TextBlockParam] = content
+        request = _Request(purpose, model, system, content, schema, max_tokens)
         requests = 0
         for asked_again in (False, True):
-            sent, tries = await self._answered(
-                purpose=purpose,
-                model=model,
-                system=system,
-                user_turn=user_turn,
-                schema=schema,
-                max_tokens=max_tokens,
-            )
+            sent, tries = await self._retried(purpose, model, partial(self._send, request))
             requests += tries
             message = sent.message
             usage = CallUsage.from_api(message.model or model, message.usage)
@@ -338,28 +333,15 @@ class ModelClient:
                 )
             if asked_again:
                 raise ModelBadOutput(judged.problems, code=code, request_id=message._request_id)
-            user_turn = [
-                {"type": "text", "text": content},
-                {"type": "text", "text": reask_feedback(judged.problems)},
-            ]
+            request = request.asked_again(judged.problems)
         raise AssertionError("unreachable: the second answer returns or raises")
 
-    async def _answered(
-        self,
-        *,
-        purpose: str,
-        model: str,
-        system: str,
-        user_turn: str | list[TextBlockParam],
-        schema: OutputSchema,
-        max_tokens: int,
-    ) -> tuple[_Sent, int]:
-        """One request, sent again only after transport failures; ``(answer, requests made)``.
-
-        Every answered request is recorded in the ledger before anything judges it: it is
-        billed whatever its answer is worth.
-        """
-        sent: _Sent | None = None
+    async def _retried(
+        self, purpose: str, model: str, send: Callable[[int], Awaitable[T]]
+    ) -> tuple[T, int]:
+        """``send(attempt number)``, sent again only after transport failures, as the retry
+        policy says; ``(its result, requests made)``. SDK errors become ``ModelError``s."""
+        results: list[T] = []
         failure: ModelError | None = None
         attempt_number = 0
         try:
@@ -368,52 +350,37 @@ class ModelClient:
             ):
                 with attempt:
                     attempt_number = attempt.retry_state.attempt_number
-                    sent = await self._send(
-                        purpose=purpose,
-                        model=model,
-                        system=system,
-                        user_turn=user_turn,
-                        schema=schema,
-                        max_tokens=max_tokens,
-                        attempt_number=attempt_number,
-                    )
+                    results.append(await send(attempt_number))
         except anthropic.APIError as exc:
             failure = model_error_from_api_error(exc, attempts=attempt_number)
         if failure is not None:
             # Raised outside the except block so the SDK exception is not its __context__.
             raise failure
-        assert sent is not None  # the loop either produced an answer or raised
-        return sent, attempt_number
+        return results[-1], attempt_number
 
-    async def _send(
-        self,
-        *,
-        purpose: str,
-        model: str,
-        system: str,
-        user_turn: str | list[TextBlockParam],
-        schema: OutputSchema,
-        max_tokens: int,
-        attempt_number: int,
-    ) -> _Sent:
+    async def _send(self, request: _Request, attempt_number: int) -> _Sent:
+        """One request. Every answered request is recorded in the ledger before anything judges
+        it: it is billed whatever its answer is worth."""
         async with self._slot():
             started = time.monotonic()
             try:
                 message = await self._shared.sdk.messages.create(
-                    model=model,
-                    max_tokens=max_tokens,
-                    system=system,
-                    messages=[{"role": "user", "content": user_turn}],
-                    output_config={"format": {"type": "json_schema", "schema": schema.wire_schema}},
-                    extra_headers={PURPOSE_HEADER: purpose},
+                    model=request.model,
+                    max_tokens=request.max_tokens,
+                    system=request.system,
+                    messages=[{"role": "user", "content": request.user_turn}],
+                    output_config=_output_config(request.schema),
+                    extra_headers={PURPOSE_HEADER: request.purpose},
                     timeout=self._shared.timeout,
                 )
             except anthropic.APIError as exc:
-                self._record_failed_request(purpose, model, exc, attempt_number, started)
+                self._record_failed_request(
+                    request.purpose, request.model, exc, attempt_number, started
+                )
                 raise
-        usage = CallUsage.from_api(message.model or model, message.usage)
+        usage = CallUsage.from_api(message.model or request.model, message.usage)
         if self.ledger is not None:
-            self.ledger.record(purpose, usage, self._prices.cost_usd(usage))
+            self.ledger.record(request.purpose, usage, self._prices.cost_usd(usage))
         return _Sent(message, latency_ms=round((time.monotonic() - started) * 1000))
 
     def _record_failed_request(
@@ -441,34 +408,48 @@ class ModelClient:
         Free of charge and not recorded in the ledger. Retried like a call; raises the same
         errors as ``structured`` for auth, spend limit, bad request or an unavailable API.
         """
-        failure: ModelError | None = None
-        counted = 0
-        attempt_number = 0
-        try:
-            async for attempt in self._config.retry.retrying(
-                before_sleep=self._before_sleep(COUNT_TOKENS_PURPOSE, model)
-            ):
-                with attempt:
-                    attempt_number = attempt.retry_state.attempt_number
-                    async with self._slot():
-                        result = await self._shared.sdk.messages.count_tokens(
-                            model=model,
-                            system=system,
-                            messages=[{"role": "user", "content": content}],
-                            output_config=(
-                                {"format": {"type": "json_schema", "schema": schema.wire_schema}}
-                                if schema is not None
-                                else anthropic.omit
-                            ),
-                            extra_headers={PURPOSE_HEADER: COUNT_TOKENS_PURPOSE},
-                            timeout=self._shared.timeout,
-                        )
-                    counted = result.input_tokens
-        except anthropic.APIError as exc:
-            failure = model_error_from_api_error(exc, attempts=attempt_number)
-        if failure is not None:
-            raise failure
+
+        async def count(_: int) -> int:
+            async with self._slot():
+                result = await self._shared.sdk.messages.count_tokens(
+                    model=model,
+                    system=system,
+                    messages=[{"role": "user", "content": content}],
+                    output_config=_output_config(schema) if schema is not None else anthropic.omit,
+                    extra_headers={PURPOSE_HEADER: COUNT_TOKENS_PURPOSE},
+                    timeout=self._shared.timeout,
+                )
+            return result.input_tokens
+
+        counted, _ = await self._retried(COUNT_TOKENS_PURPOSE, model, count)
         return counted
+
+
+def _output_config(schema: OutputSchema) -> OutputConfigParam:
+    return {"format": {"type": "json_schema", "schema": schema.wire_schema}}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one structured request sends. ``feedback`` is the re-ask's second text."""
+
+    purpose: str
+    model: str
+    system: str
+    content: str
+    schema: OutputSchema
+    max_tokens: int
+    feedback: str | None = None
+
+    @property
+    def user_turn(self) -> str | list[TextBlockParam]:
+        if self.feedback is None:
+            return self.content
+        return [{"type": "text", "text": self.content}, {"type": "text", "text": self.feedback}]
+
+    def asked_again(self, problems: Sequence[str]) -> _Request:
+        """The re-ask: the same request with a second text saying what was wrong."""
+        return replace(self, feedback=reask_feedback(problems))
 
 
 def _answer_text(message: Message) -> str:

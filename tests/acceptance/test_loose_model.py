@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import uuid
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tests.fakes.messages_api import (
     RecordedRequest,
     answer,
     generate_from_schema,
+    recorded_usage,
     refusal,
     spend_limit,
     truncated,
@@ -107,7 +109,7 @@ def test_imports_with_a_loose_model_all_complete_with_their_repairs_recorded(
         assert worker.wait(WORKER_TIMEOUT_SECONDS * 3) == 0, worker.output()[-3000:]
 
         answers = [message["content"][0]["text"] for message in h.api.responses]
-        recorded = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
+        recorded: Counter[str] = Counter()
         rules_seen: set[str] = set()
         for user, job_id in jobs:
             job = h.job(job_id)
@@ -123,19 +125,12 @@ def test_imports_with_a_loose_model_all_complete_with_their_repairs_recorded(
             result = job["result"]
             assert_degraded_names_no_values(result, answers)
             rules_seen |= {entry["rule"] for entry in result.get("degraded") or []}
-            total = result["model_usage"]["total"]
-            recorded["calls"] += total["calls"]
-            recorded["input_tokens"] += (
-                total["input_tokens"]
-                + total["cache_creation_input_tokens"]
-                + total["cache_read_input_tokens"]
-            )
-            recorded["output_tokens"] += total["output_tokens"]
+            recorded.update(recorded_usage(result["model_usage"]["total"]))
             stored_cost = profile["import_cost_json"]
             if isinstance(stored_cost, str):
                 stored_cost = json.loads(stored_cost)
             assert stored_cost == result["cost"]
-        assert recorded == h.api.billed(), "every billed call is in a job's usage"
+        assert dict(recorded) == h.api.billed(), "every billed call is in a job's usage"
         assert h.api.repeated_bodies() == [], "no request sent twice"
         assert {"max_items", "max_length", "min_items", "missing"} <= rules_seen
 

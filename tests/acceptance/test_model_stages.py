@@ -38,6 +38,7 @@ from tests.fakes.messages_api import (
     RecordedRequest,
     generate_from_schema,
     overloaded,
+    recorded_usage,
     refusal,
     schema_responder,
     spend_limit,
@@ -373,21 +374,12 @@ def assert_billed_is_recorded(
     (sent to a worker that was gone or had stopped waiting), which no worker can count."""
     assert h.api is not None
     billed = h.api.billed()
-    total = job["result"]["model_usage"]["total"]
-    recorded_input = (
-        total["input_tokens"]
-        + total["cache_creation_input_tokens"]
-        + total["cache_read_input_tokens"]
-    )
+    recorded = recorded_usage(job["result"]["model_usage"]["total"])
     if unanswered:
-        assert billed["calls"] - unanswered == total["calls"]
-        assert recorded_input <= billed["input_tokens"]
+        assert billed["calls"] - unanswered == recorded["calls"]
+        assert recorded["input_tokens"] <= billed["input_tokens"]
         return
-    assert (total["calls"], recorded_input, total["output_tokens"]) == (
-        billed["calls"],
-        billed["input_tokens"],
-        billed["output_tokens"],
-    )
+    assert recorded == billed
     assert job["result"]["cost"]["total"]["calls"] == billed["calls"]
 
 

@@ -129,6 +129,18 @@ Responder = Callable[[RecordedRequest], dict[str, Any]]
 Predicate = Callable[[RecordedRequest], bool]
 
 
+def recorded_usage(total: Mapping[str, Any]) -> dict[str, int]:
+    """A job's ``result.model_usage.total`` in the form ``FakeMessagesAPI.billed`` returns."""
+    return {
+        "calls": int(total.get("calls", 0)),
+        "input_tokens": sum(
+            int(total.get(key, 0))
+            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        ),
+        "output_tokens": int(total.get("output_tokens", 0)),
+    }
+
+
 def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
