@@ -36,6 +36,7 @@ ESTIMATE = StageSpec("cost_estimate", "Estimating model cost", PARSE.end, PARSE.
 
 class CostEstimateStage:
     spec = ESTIMATE
+    keeps: tuple[str, ...] = ()
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(CHECKPOINT_KEY)

@@ -21,6 +21,7 @@ from soulworker.pipeline.storage_path import parse_storage_path
 
 class DownloadStage:
     spec = DOWNLOAD
+    keeps: tuple[str, ...] = ()
 
     def __init__(self, retry: RetryPolicy = DEFAULT_RETRY_POLICY) -> None:
         # The download's own retries (before the job-level retry); tests pass faster waits.

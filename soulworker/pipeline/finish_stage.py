@@ -88,6 +88,7 @@ STABLE_IDENTITY_FIELDS = ("ai_name", "archetype")
 
 class FinishStage:
     spec = FINISH
+    keeps: tuple[str, ...] = ()
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(FINISH.name)

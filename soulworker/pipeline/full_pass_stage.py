@@ -56,6 +56,7 @@ def facts_artifact(batch_number: int) -> str:
 
 class FullPassStage:
     spec = FULL_PASS
+    keeps: tuple[str, ...] = (PLAN_ARTIFACT,)
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(FULL_PASS.name)

@@ -73,6 +73,14 @@ class ImportPipeline:
                 last_stage=self.stages[-1].spec.name,
             )
             try:
+                forgotten = run.forget_stages_without_their_data(
+                    self.stages, await ctx.artifact_names()
+                )
+                if forgotten:
+                    log.warning(
+                        "the working data of an earlier attempt is gone (pruned); redoing stages",
+                        stages=forgotten,
+                    )
                 for stage in self.stages:
                     if stage.is_done(run):
                         log.info("stage already done; skipped", stage=stage.spec.name)

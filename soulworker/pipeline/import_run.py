@@ -102,6 +102,26 @@ class ImportRun:
         entry = self.ctx.checkpoint.get(name)
         return isinstance(entry, dict) and bool(entry.get("done"))
 
+    def forget_stages_without_their_data(
+        self, stages: list[Stage], artifact_names: set[str]
+    ) -> list[str]:
+        """Undo "done" for every stage from the first one whose working data is gone.
+
+        A stage is done only while what later stages need from it still exists: a failed job's
+        artifacts are pruned after the retention period, and a retry must then redo the work
+        (from the download, if the parse's output is gone), not go on from nothing. Returns
+        the names of the stages forgotten (in this attempt's copy of the checkpoint only; each
+        stage marks itself done again when it has redone its work).
+        """
+        forgotten: list[str] = []
+        for stage in stages:
+            name = stage.spec.name
+            gone = any(kept not in artifact_names for kept in stage.keeps)
+            if (forgotten or gone) and self.stage_done(name):
+                self.ctx.checkpoint.pop(name)
+                forgotten.append(name)
+        return forgotten
+
     def record_stage_seconds(self, name: str, seconds: float) -> dict[str, Any]:
         """Add a stage's duration to the result; return the patch to write with its checkpoint."""
         durations = dict(self.result.get("stage_seconds") or {})
@@ -111,9 +131,14 @@ class ImportRun:
 
 
 class Stage(Protocol):
-    """One resumable step of the import."""
+    """One resumable step of the import.
+
+    ``keeps`` names the artifacts later stages read from this one: while the checkpoint says it
+    is done, they must exist (see ``ImportRun.forget_stages_without_their_data``).
+    """
 
     spec: StageSpec
+    keeps: tuple[str, ...]
 
     def is_done(self, run: ImportRun) -> bool:
         """Whether an earlier attempt already finished this stage (from the checkpoint)."""

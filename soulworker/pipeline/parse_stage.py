@@ -156,6 +156,7 @@ class ParsePass:
 
 class ParseStage:
     spec = PARSE
+    keeps: tuple[str, ...] = (PARSE_OUTPUT_ARTIFACT,)
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(PARSE.name)

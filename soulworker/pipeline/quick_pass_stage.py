@@ -105,6 +105,7 @@ async def ask_for_soulprint(
 
 class QuickPassStage:
     spec = QUICK_PASS
+    keeps: tuple[str, ...] = (QUICK_SECTIONS_ARTIFACT,)
 
     def is_done(self, run: ImportRun) -> bool:
         return run.stage_done(QUICK_PASS.name)

@@ -174,6 +174,9 @@ class JobContext:
     async def artifacts(self, prefix: str) -> list[tuple[str, Any]]:
         return await self.store.list_artifacts(self.job.id, prefix)
 
+    async def artifact_names(self) -> set[str]:
+        return await self.store.artifact_names(self.job.id)
+
     # --- stopping
 
     @property

@@ -135,6 +135,12 @@ class JobStore:
             row = await cur.fetchone()
         return row["content"] if row else None
 
+    async def artifact_names(self, job_id: Any) -> set[str]:
+        """The names of the job's artifacts: which of its working data still exists."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("list_job_artifact_names"), {"job_id": job_id})
+            return {row["name"] for row in await cur.fetchall()}
+
     async def list_artifacts(self, job_id: Any, prefix: str) -> list[tuple[str, Any]]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(

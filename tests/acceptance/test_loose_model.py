@@ -37,7 +37,7 @@ from tests.acceptance.test_model_stages import (
     sections_of,
     zip_export,
 )
-from tests.acceptance.workers import wait_for
+from tests.acceptance.workers import query, wait_for
 from tests.fakes.messages_api import (
     UNKNOWN,
     LooseModel,
@@ -451,6 +451,48 @@ def test_a_resumed_finish_pays_for_no_answer_twice_and_keeps_its_record(
             "count": 1,
         } in job["result"]["degraded"], "the resumed finish keeps the record of the first"
         assert_billed_is_recorded(h, job, unanswered=1)
+        profile = h.profile(user)
+        assert profile is not None
+        assert profile["import_status"] == "complete"
+
+
+def test_a_retry_after_the_working_data_was_pruned_reads_the_export_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    export = zip_export(tmp_path, seed=77, conversations=4)
+    with ImportHarness(database_url, model_api=True) as h:
+        assert h.api is not None
+        h.api.responder = LooseModel()
+        h.api.script(spend_limit(when=purpose_is("quick_pass")))
+        user, job_id, _ = run_one(h, export)
+        job = h.job(job_id)
+        assert (job["status"], job["errors"][0]["code"]) == ("failed", "model_spend_limit")
+        assert job["checkpoint"]["parse"]["done"] is True
+        downloads = sum(1 for r in h.storage.requests if r.method == "GET")
+
+        # Thirty-one days later the worker's maintenance deletes the working data.
+        query(
+            database_url,
+            "update import_jobs set finished_at = now() - interval '31 days' where id = %s",
+            job_id,
+        )
+        maintenance = h.worker().start()
+        assert maintenance.wait(WORKER_TIMEOUT_SECONDS) == 0, maintenance.output()[-3000:]
+        assert h.artifacts(job_id) == {}, "pruned"
+        # Then an operator retries it.
+        [row] = query(database_url, "select retry_import_job(%s) as status", job_id)
+        assert row["status"] == "queued"
+        worker = h.worker().start()
+        assert worker.wait(WORKER_TIMEOUT_SECONDS) == 0, worker.output()[-3000:]
+        assert "redoing stages" in worker.output()
+
+        job = h.job(job_id)
+        assert job["status"] == "succeeded", job["last_error"]
+        assert sum(1 for r in h.storage.requests if r.method == "GET") > downloads, "read again"
+        [*_, quick] = [r for r in h.api.message_requests if r.purpose == "quick_pass"]
+        sample = re.search(r"<conversation_data>\n(.*?)\n</conversation_data>", quick.text, re.S)
+        assert sample is not None and len(sample.group(1)) > 1_000, "a real sample, not nothing"
+        assert h.chunk_count(user) == job["result"]["chunks"] > 0
         profile = h.profile(user)
         assert profile is not None
         assert profile["import_status"] == "complete"
