@@ -41,7 +41,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from soulworker.exposure import SOULWORKER_FUNCTIONS
+from soulworker.exposure import SOULWORKER_FUNCTIONS, inspect_exposure
 from soulworker.migrate import checksum, migrate
 from soulworker.sql_files import migration_files, query
 from tests.acceptance.pipeline_harness import ImportHarness
@@ -793,3 +793,38 @@ async def test_app_tables_without_the_auth_schema_are_left_alone(empty_database_
         assert (await migrate(conn)).applied == []
     finally:
         await conn.close()
+
+
+def operators_sql() -> str:
+    """The first SQL block under "SQL for operators" in docs/supabase-exposure.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "supabase-exposure.md").read_text()
+    section = doc.split("## SQL for operators", 1)[1]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_operators_sql_in_the_docs_closes_an_opened_database(
+    supabase_db: SupabaseDatabase,
+) -> None:
+    """The by-hand SQL of the docs restores exactly what migrate sets, from a database where
+    everything was opened again."""
+    await migrate_as(supabase_db.owner_url)
+    conn = await _connect(supabase_db.owner_url)
+    try:
+        for statement in (
+            "grant all on all tables in schema public to anon, authenticated",
+            "grant all on all functions in schema public to anon, authenticated, service_role",
+            "alter table user_profiles disable row level security",
+            "alter table conversation_chunks disable row level security",
+        ):
+            await conn.execute(statement)
+        before = await inspect_exposure(conn)
+        assert len(before.problems()) > 10
+        await conn.execute(operators_sql().encode())
+        await conn.execute(operators_sql().encode())  # idempotent
+        after = await inspect_exposure(conn)
+    finally:
+        await conn.close()
+    assert after.problems() == []
+    project = Project(supabase_db, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
+    functions, relations = await enumerate_our_objects(project)
+    check_inventory(project, FRESH, functions, relations)
