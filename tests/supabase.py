@@ -41,52 +41,76 @@ from tests import pg
 
 SQL_DIR = Path(__file__).parent / "integration" / "sql"
 
-API_ROLES = ("anon", "authenticated", "service_role")
 ROLE_MARK = "created by soulworker's tests; dropped by the last test run that uses it"
 
-_CREATE_ROLE: dict[str, sql.SQL] = {
+SUPABASE_ROLES: dict[str, str] = {
     # As Supabase creates them: no login (PostgREST switches to them), service_role above RLS.
-    "anon": sql.SQL("create role anon nologin noinherit"),
-    "authenticated": sql.SQL("create role authenticated nologin noinherit"),
-    "service_role": sql.SQL("create role service_role nologin noinherit bypassrls"),
+    "anon": "nologin noinherit",
+    "authenticated": "nologin noinherit",
+    "service_role": "nologin noinherit bypassrls",
 }
-
-
-def _lock_key(purpose: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(purpose).digest()[:8], "big", signed=True)
-
-
-ROLES_IN_USE_KEY = _lock_key(b"soulworker.tests.supabase_roles.in_use")
-ROLES_CREATE_KEY = _lock_key(b"soulworker.tests.supabase_roles.create")
 CREATE_ATTEMPTS = 5
 
 
+def _lock_key(purpose: str) -> int:
+    return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class RoleSet:
+    """Roles created and dropped together, with the two advisory lock keys that guard them
+    (derived from the names, so that another set never waits for this one)."""
+
+    attributes: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.attributes)
+
+    @property
+    def in_use_key(self) -> int:
+        return _lock_key("soulworker.tests.roles.in_use:" + ",".join(sorted(self.attributes)))
+
+    @property
+    def create_key(self) -> int:
+        return _lock_key("soulworker.tests.roles.create:" + ",".join(sorted(self.attributes)))
+
+
 @contextmanager
-def supabase_api_roles(server_url: str) -> Iterator[None]:
-    """``anon``, ``authenticated`` and ``service_role`` exist while the block runs."""
+def supabase_api_roles(
+    server_url: str, roles: dict[str, str] | None = None
+) -> Iterator[None]:
+    """``anon``, ``authenticated`` and ``service_role`` exist while the block runs (``roles``:
+    other names and attributes, for testing this very function)."""
+    role_set = RoleSet(dict(SUPABASE_ROLES if roles is None else roles))
     holder = psycopg.connect(server_url, autocommit=True)
     try:
-        holder.execute("select pg_advisory_lock_shared(%s)", (ROLES_IN_USE_KEY,))
-        _create_missing_roles(holder)
+        holder.execute("select pg_advisory_lock_shared(%s)", (role_set.in_use_key,))
+        _create_missing_roles(holder, role_set)
         yield
     finally:
         try:
-            holder.execute("select pg_advisory_unlock_shared(%s)", (ROLES_IN_USE_KEY,))
-            _drop_marked_roles_if_unused(holder)
+            holder.execute("select pg_advisory_unlock_shared(%s)", (role_set.in_use_key,))
+            _drop_marked_roles_if_unused(holder, role_set)
         finally:
             holder.close()
 
 
-def _create_missing_roles(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _create_missing_roles(conn: psycopg.Connection[tuple[object, ...]], roles: RoleSet) -> None:
     for _ in range(CREATE_ATTEMPTS):
         try:
             with conn.transaction():
-                conn.execute("select pg_advisory_xact_lock(%s)", (ROLES_CREATE_KEY,))
-                for name, create in _CREATE_ROLE.items():
+                conn.execute("select pg_advisory_xact_lock(%s)", (roles.create_key,))
+                for name, attributes in roles.attributes.items():
                     existing = conn.execute("select 1 from pg_roles where rolname = %s", (name,))
                     if existing.fetchone():
                         continue
-                    conn.execute(create)
+                    conn.execute(
+                        sql.SQL("create role {} {}").format(
+                            # The attributes are this module's own constants, never input.
+                            sql.Identifier(name), sql.SQL(attributes)
+                        )
+                    )
                     conn.execute(
                         sql.SQL("comment on role {} is {}").format(
                             sql.Identifier(name), sql.Literal(ROLE_MARK)
@@ -97,16 +121,20 @@ def _create_missing_roles(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             continue  # created at this moment by a run that takes no lock: look again
     rows = conn.execute(
         "select rolname, rolcanlogin, rolbypassrls from pg_roles where rolname = any(%s)",
-        (list(API_ROLES),),
+        (roles.names,),
     ).fetchall()
     found = {str(name): (login, bypass) for name, login, bypass in rows}
-    assert set(found) == set(API_ROLES), f"the Supabase roles could not be created: {found}"
-    assert found["service_role"][1], "service_role exists without BYPASSRLS on this server"
-    assert not any(login for login, _ in found.values()), "a Supabase API role can log in here"
+    assert set(found) == set(roles.names), f"the roles could not be created: {found}"
+    for name, attributes in roles.attributes.items():
+        assert not found[name][0], f"{name} can log in on this server"
+        wanted_bypass = "bypassrls" in attributes.split()
+        assert found[name][1] == wanted_bypass, f"{name} has bypassrls={found[name][1]} here"
 
 
-def _drop_marked_roles_if_unused(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    row = conn.execute("select pg_try_advisory_lock(%s)", (ROLES_IN_USE_KEY,)).fetchone()
+def _drop_marked_roles_if_unused(
+    conn: psycopg.Connection[tuple[object, ...]], roles: RoleSet
+) -> None:
+    row = conn.execute("select pg_try_advisory_lock(%s)", (roles.in_use_key,)).fetchone()
     if not row or not row[0]:
         return  # another run uses them now; the last one drops them
     try:
@@ -119,7 +147,7 @@ def _drop_marked_roles_if_unused(conn: psycopg.Connection[tuple[object, ...]]) -
                 "join pg_shdescription as d "
                 "  on d.objoid = r.oid and d.classoid = 'pg_authid'::regclass "
                 "where r.rolname = any(%s) and d.description = %s",
-                (list(API_ROLES), ROLE_MARK),
+                (roles.names, ROLE_MARK),
             ).fetchall()
         ]
         if not marked:
@@ -131,7 +159,7 @@ def _drop_marked_roles_if_unused(conn: psycopg.Connection[tuple[object, ...]]) -
         except pg_errors.DependentObjectsStillExist:
             pass  # a database (another run's, or a leftover) still grants them something
     finally:
-        conn.execute("select pg_advisory_unlock(%s)", (ROLES_IN_USE_KEY,))
+        conn.execute("select pg_advisory_unlock(%s)", (roles.in_use_key,))
 
 
 def _migration_in_flight(conn: psycopg.Connection[tuple[object, ...]]) -> bool:

@@ -1,4 +1,7 @@
--- After a migration run applied its files, in the same transaction (docs/supabase-exposure.md):
+-- After a migration run applied its files, in the same transaction (docs/supabase-exposure.md).
+-- Only objects in the schema migrations create theirs in (the first of the search path, public on
+-- Supabase) are looked at: other schemas belong to Supabase and its extensions, whose event
+-- triggers may create objects of their own while a migration runs.
 --
 -- * Every function, procedure or aggregate the run created (not one of an extension) loses the
 --   EXECUTE that PostgreSQL gives PUBLIC and, where Supabase's auth schema exists, the one that
@@ -20,7 +23,7 @@ begin
         select p.oid::regprocedure
         from pg_proc as p
         where p.oid not in (select oid from soulworker_objects_before where catalog = 'pg_proc'::regclass)
-          and p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+          and p.pronamespace = current_schema()::regnamespace
           and not exists (select 1 from pg_depend as d
                           where d.classid = 'pg_proc'::regclass and d.objid = p.oid
                             and d.deptype = 'e')
@@ -54,9 +57,8 @@ begin
                ) as api_grantees
         from pg_class as c
         where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
-          and c.relpersistence <> 't'
           and c.oid not in (select oid from soulworker_objects_before where catalog = 'pg_class'::regclass)
-          and c.relnamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+          and c.relnamespace = current_schema()::regnamespace
           and not exists (select 1 from pg_depend as d
                           where d.classid = 'pg_class'::regclass and d.objid = c.oid
                             and d.deptype = 'e')

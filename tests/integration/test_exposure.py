@@ -633,7 +633,10 @@ async def test_a_function_a_later_migration_creates_is_closed_to_api_clients(
         "9901_later_function.sql",
         "create function later_helper(p uuid) returns uuid language sql as $$ select p $$;\n"
         "create procedure later_procedure() language sql as $$ select 1 $$;\n"
-        "grant execute on function later_helper(uuid) to service_role;",
+        "grant execute on function later_helper(uuid) to service_role;\n"
+        # Like an extension's event trigger creating something in a schema of Supabase's.
+        "create schema elsewhere;\n"
+        "create function elsewhere.not_ours() returns int language sql as $$ select 1 $$;",
     )
 
     assert await migrate_as(supabase_db.owner_url, files=[*migration_files(), later]) == [
@@ -655,6 +658,13 @@ async def test_a_function_a_later_migration_creates_is_closed_to_api_clients(
             routine,
         )
         assert public == 0, f"PUBLIC may execute {routine}"
+    # Other schemas belong to Supabase and its extensions: left as PostgreSQL made them.
+    assert await _scalar(
+        supabase_db.admin_url,
+        "select count(*) from pg_proc as p, aclexplode(coalesce(p.proacl, "
+        "acldefault('f', p.proowner))) as acl "
+        "where p.oid = 'elsewhere.not_ours()'::regprocedure and acl.grantee = 0",
+    )
     # What the migration granted on purpose stays.
     assert await _scalar(
         supabase_db.admin_url,
