@@ -11,11 +11,12 @@
   files themselves are written to apply cleanly to a database that already has the app's tables.
 * Quiet when there is nothing to do: a run with no pending file and an unchanged
   ``max_attempts`` default only reads (the advisory lock, the migrations table, the catalog), so
-  a deploy never queues a table lock in front of running workers for nothing.
-* Closed to API clients by default (docs/supabase-exposure.md): every function a run creates
-  loses the EXECUTE that PostgreSQL gives PUBLIC and that Supabase gives ``anon`` and
-  ``authenticated``, and a run that would leave a new table, view or sequence open to them is
-  rolled back with the list of what it would expose.
+  a deploy never queues a lock that workers would wait behind: reading the migrations table
+  takes ACCESS SHARE, which conflicts with nothing but ACCESS EXCLUSIVE.
+* Closed to API clients by default (docs/supabase-exposure.md): every function a run creates in
+  its schema loses the EXECUTE that PostgreSQL gives PUBLIC and that Supabase gives ``anon`` and
+  ``authenticated``, and a run that would leave a new table, view or sequence there open to them
+  is rolled back with the list of what it would expose.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 -- key could read and change every user's soulprint and conversation text.
 --
 -- Where Supabase's auth schema exists:
--- * anon (anyone holding the public key, signed in or not) gets nothing on soulworker's tables
---   and view, nor on the legacy import_jobs table that 0001 carried aside.
+-- * anon (a request with the public key and nobody signed in) gets nothing on soulworker's
+--   tables and view, nor on the legacy import_jobs table that 0001 carried aside.
 -- * user_profiles and conversation_chunks get row level security where they lack it. A table
 --   with no policy at all also gets one that lets a signed-in user read their own rows, and
 --   authenticated keeps SELECT only, since only the worker writes them. The app's policies, where
