@@ -478,7 +478,7 @@ def render_matrix(title: str, cells: list[Cell]) -> str:
     for cell in cells:
         rows.setdefault((cell.obj, cell.op), {})[cell.role] = cell
     obj_width = max(len(obj) for obj, _ in rows)
-    op_width = max(len(op) for _, op in rows)
+    op_width = max(len("operation"), *(len(op) for _, op in rows))
     lines = [title, f"{'object'.ljust(obj_width)}  {'operation'.ljust(op_width)}  "
              + "  ".join(role.ljust(12) for role in ROLES)]
     for (obj, op), by_role in rows.items():
