@@ -10,7 +10,8 @@ Statuses and what they mean for the exit code (0 only when nothing failed):
 * ``warn``: works, but not as well as it could, or something looks wrong without stopping
   jobs: an unknown ``SOULWORKER_*`` variable (probably a typo), a transaction pooler (polling
   only), ``sslmode`` that may fall back to plain text, a public export bucket, migrations
-  this version does not know, little temp space, a model API that rate-limits right now.
+  this version does not know, users' data reachable through Supabase's API beyond what its
+  owner may read, little temp space, a model API that rate-limits right now.
 * ``fail``: jobs would fail or never run: missing or invalid settings, an unreachable or too
   old database, pending migrations, a refused key, a missing bucket, an unknown model, no fast
   JSON parser, no usable temp space.
@@ -21,7 +22,7 @@ Statuses and what they mean for the exit code (0 only when nothing failed):
 
 Checks are independent: each runs concurrently with the others, a failure in one never stops
 another, and each has its own time limit (:data:`CHECK_TIMEOUT_SECONDS`), so doctor never
-hangs on a silent host. Only ``listen`` and ``migrations`` wait for ``database``.
+hangs on a silent host. Only ``listen``, ``migrations`` and ``exposure`` wait for ``database``.
 
 Secrets never reach the output: findings are built from safe parts (host names, ports,
 statuses, error codes); the database driver's own error text is passed through
@@ -52,6 +53,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow
 
 from soulworker import db
+from soulworker.exposure import USER_DATA_TABLES, fix_statements, inspect_exposure
 from soulworker.logs import redact_text
 from soulworker.migrate import migration_status
 from soulworker.pipeline.export_reader import FAST_BACKEND as FAST_JSON_BACKEND
@@ -109,6 +111,9 @@ PROBE_MODEL_TEXT = "Hello."
 
 PENDING_SHOWN = 3
 """Pending migration names listed in the finding; the JSON details list them all."""
+
+EXPOSURE_DOC = "docs/supabase-exposure.md"
+"""Where the exposure check's rules and fixes are explained."""
 
 DEFAULT_MODEL_API_HOST = "api.anthropic.com"
 """Where the SDK sends requests when ANTHROPIC_BASE_URL is unset (shown in findings)."""
@@ -350,6 +355,7 @@ _TIMEOUT_HINTS = {
     "database": "check the host and port in DATABASE_URL and any firewall or IP allow-list",
     "listen": "the database accepted LISTEN but did not deliver; see the pooler check",
     "migrations": "the database is very slow to answer; check its load",
+    "exposure": "the database is very slow to answer; check its load",
     "storage": "check SUPABASE_URL and that this machine can reach it (outbound HTTPS)",
     "model": "check that this machine can reach the model API (ANTHROPIC_BASE_URL)",
     "temp_space": "the temp directory is very slow (a network filesystem?); point TMPDIR at a "
@@ -799,6 +805,65 @@ async def check_migrations(context: DoctorContext) -> Outcome:
     return ok(f"all {len(files)} migrations applied (latest {latest})", **details)
 
 
+# --- 5b. exposure through Supabase's API -------------------------------------------------------
+
+
+async def check_exposure(context: DoctorContext) -> Outcome:
+    """On Supabase: the tables with users' data have row level security on, give ``anon``
+    nothing and ``authenticated`` nothing that row level security cannot restrict; no
+    soulworker function is callable by either. Each finding comes with the SQL that fixes it."""
+    settings = _database_settings(context)
+    if isinstance(settings, Outcome):
+        return settings
+    conn = await _open_connection(settings)
+    try:
+        report = await inspect_exposure(conn)
+    finally:
+        await conn.close()
+    if not report.supabase:
+        return ok(
+            "no Supabase auth schema: no API roles can reach this database's tables",
+            supabase=False,
+        )
+    if not report.roles_present:
+        return warn(
+            "the auth schema exists but the anon or authenticated role does not",
+            "nothing to fix for soulworker; this is not how a Supabase project looks",
+            supabase=True,
+        )
+    problems = report.problems()
+    fixes = fix_statements(report)
+    details = {
+        "supabase": True,
+        "tables": {
+            table.name: {
+                "row_security": table.row_security,
+                "anon": list(table.anon_privileges),
+                "authenticated": list(table.authenticated_privileges),
+                "open_policies": list(table.open_policies),
+            }
+            for table in report.tables
+        },
+        "callable_functions": [f.signature for f in report.functions],
+        "problems": problems,
+        "fix_sql": fixes,
+    }
+    if problems:
+        return warn(
+            "; ".join(problems),
+            f"run in the Supabase SQL editor: {' '.join(fixes)} (why: {EXPOSURE_DOC})",
+            **details,
+        )
+    checked = ", ".join(table.name for table in report.tables) or "none of " + ", ".join(
+        USER_DATA_TABLES
+    )
+    return ok(
+        f"row level security on and nothing for anon: {checked}; soulworker's functions are not "
+        "callable through the API",
+        **details,
+    )
+
+
 # --- 6. storage ----------------------------------------------------------------------------------
 
 
@@ -1177,6 +1242,7 @@ CHECKS: tuple[Check, ...] = (
     Check("pooler", check_pooler),
     Check("listen", check_listen, needs=("database",)),
     Check("migrations", check_migrations, needs=("database",)),
+    Check("exposure", check_exposure, needs=("database",)),
     Check("storage", check_storage),
     Check("model", check_model),
     Check("ijson", check_ijson),

@@ -9,6 +9,14 @@
   long transaction fail fast with a clear message instead of blocking every query behind it.
 * Idempotent: applied files are recorded in ``soulworker_migrations`` with a checksum, and the
   files themselves are written to apply cleanly to a database that already has the app's tables.
+* Quiet when there is nothing to do: a run with no pending file and an unchanged
+  ``max_attempts`` default only reads (the advisory lock, the migrations table, the catalog), so
+  a deploy never queues a lock that workers would wait behind: reading the migrations table
+  takes ACCESS SHARE, which conflicts with nothing but ACCESS EXCLUSIVE.
+* Closed to API clients by default (docs/supabase-exposure.md): every function a run creates in
+  its schema loses the EXECUTE that PostgreSQL gives PUBLIC and that Supabase gives ``anon`` and
+  ``authenticated``, and a run that would leave a new table, view or sequence there open to them
+  is rolled back with the list of what it would expose.
 """
 
 from __future__ import annotations
@@ -55,10 +63,16 @@ def checksum(text: str) -> str:
 
 
 async def migrate(
-    conn: psycopg.AsyncConnection[DictRow], *, default_max_attempts: int | None = None
+    conn: psycopg.AsyncConnection[DictRow],
+    *,
+    default_max_attempts: int | None = None,
+    files: list[tuple[str, str]] | None = None,
 ) -> MigrationReport:
-    """Apply pending migrations on ``conn`` (which must not be inside a transaction)."""
-    files = migration_files()
+    """Apply pending migrations on ``conn`` (which must not be inside a transaction).
+
+    ``files`` are ``(name, text)`` pairs in order, ``migration_files()`` when omitted.
+    """
+    files = migration_files() if files is None else files
     applied: list[str] = []
     already: list[str] = []
     changed: list[str] = []
@@ -67,33 +81,54 @@ async def migrate(
         await conn.execute(
             sql.SQL("set local lock_timeout = {}").format(sql.Literal(MIGRATION_LOCK_TIMEOUT))
         )
-        await conn.execute(query("migrations_table"))
         recorded = await applied_migrations(conn)
+        pending: list[tuple[str, str]] = []
         for name, text in files:
-            if name in recorded:
-                already.append(name)
-                if recorded[name] != checksum(text):
-                    changed.append(name)
+            if name not in recorded:
+                pending.append((name, text))
                 continue
-            log.info("applying migration", migration=name)
-            await conn.execute(text)  # our own file, see sql_files
-            await conn.execute(
-                query("record_migration"), {"name": name, "checksum": checksum(text)}
-            )
-            applied.append(name)
+            already.append(name)
+            if recorded[name] != checksum(text):
+                changed.append(name)
+        if pending:
+            await _apply(conn, pending)
+            applied = [name for name, _ in pending]
         if default_max_attempts is not None:
-            # DDL cannot take parameters; the value is an int validated by Settings.
-            await conn.execute(
-                sql.SQL("alter table import_jobs alter column max_attempts set default {}").format(
-                    sql.Literal(int(default_max_attempts))
-                )
-            )
+            await _set_default_max_attempts(conn, int(default_max_attempts))
     for name in changed:
         log.warning(
             "migration file changed after it was applied; the change was not applied",
             migration=name,
         )
     return MigrationReport(applied, already, changed)
+
+
+async def _apply(conn: psycopg.AsyncConnection[DictRow], pending: list[tuple[str, str]]) -> None:
+    """Apply ``pending`` files in order inside the caller's transaction, then close what they
+    created to API clients (see ``secure_new_objects``)."""
+    await conn.execute(query("migrations_table"))
+    await conn.execute(query("remember_existing_objects"))
+    for name, text in pending:
+        log.info("applying migration", migration=name)
+        await conn.execute(text)  # our own file, see sql_files
+        await conn.execute(query("record_migration"), {"name": name, "checksum": checksum(text)})
+    await conn.execute(query("secure_new_objects"))
+
+
+async def _set_default_max_attempts(conn: psycopg.AsyncConnection[DictRow], value: int) -> None:
+    """Make ``value`` the column default web-app inserts get, only if it is not already:
+    ALTER TABLE takes an exclusive lock on import_jobs, which a deploy must not queue for
+    nothing while workers run."""
+    cur = await conn.execute(query("import_jobs_max_attempts_default"))
+    row = await cur.fetchone()
+    if row is not None and row["default_value"] == str(value):
+        return
+    # DDL cannot take parameters; the value is an int validated by Settings.
+    await conn.execute(
+        sql.SQL("alter table import_jobs alter column max_attempts set default {}").format(
+            sql.Literal(value)
+        )
+    )
 
 
 async def applied_migrations(conn: psycopg.AsyncConnection[DictRow]) -> dict[str, str]:

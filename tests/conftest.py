@@ -12,7 +12,7 @@ from psycopg.rows import DictRow, dict_row
 from soulworker.logs import configure_logging
 from soulworker.migrate import migrate
 from soulworker.settings import Settings
-from tests import pg
+from tests import pg, supabase
 
 configure_logging("console", "warning")
 
@@ -24,6 +24,14 @@ def pg_server() -> str:
     if url is None:
         pytest.skip(pg.HOW_TO_RUN)
     return url
+
+
+@pytest.fixture(scope="session")
+def supabase_api_roles(pg_server: str) -> Iterator[None]:
+    """Supabase's API roles (anon, authenticated, service_role) on the test server for the rest
+    of the session; created only if missing and dropped only when unused (tests/supabase.py)."""
+    with supabase.supabase_api_roles(pg_server):
+        yield
 
 
 @pytest.fixture(scope="session")

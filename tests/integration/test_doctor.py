@@ -13,6 +13,7 @@ output.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 
 from soulworker import doctor
 from soulworker.doctor import (
@@ -41,6 +44,8 @@ from soulworker.doctor import (
     render_text,
     run_doctor,
 )
+from soulworker.exposure import USER_DATA_TABLES
+from soulworker.migrate import migrate
 from soulworker.settings import Settings
 from soulworker.sql_files import migration_files
 from tests.fakes import messages_api as model_faults
@@ -51,6 +56,7 @@ from tests.fakes.storage_server import (
     Respond,
     StorageServer,
 )
+from tests.supabase import SupabaseDatabase, supabase_database
 
 pytestmark = pytest.mark.db
 
@@ -395,6 +401,142 @@ def test_check_selects_one_check_and_what_it_needs(
     assert run.exit_code == 0
     assert [c["name"] for c in run.report["checks"]] == ["database", "listen"]
     assert messages.requests == []
+
+
+# --- exposure through Supabase's API ------------------------------------------------------------
+
+
+@pytest.fixture
+def migrated_supabase(pg_server: str, supabase_api_roles: None) -> Iterator[SupabaseDatabase]:
+    """A database prepared like a Supabase project and migrated by its owner."""
+    with supabase_database(pg_server) as db:
+
+        async def apply() -> None:
+            conn = await psycopg.AsyncConnection.connect(
+                db.owner_url, autocommit=True, row_factory=dict_row
+            )
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(apply())
+        yield db
+
+
+def as_owner(db: SupabaseDatabase, *statements: str) -> None:
+    """Run ``statements`` as the tables' owner, as an operator in the SQL editor would."""
+    with psycopg.connect(db.owner_url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def user_sees(db: SupabaseDatabase, role: str, statement: str) -> int | str:
+    """How many rows ``statement`` (a count) finds as ``role``, or ``denied``."""
+    with psycopg.connect(db.admin_url) as conn:
+        try:
+            conn.execute(f"set role {role}".encode())
+            row = conn.execute(statement.encode()).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return "denied"
+        finally:
+            conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_exposed_supabase_table_is_a_warning_with_the_sql_that_fixes_it(
+    services_env: dict[str, str], migrated_supabase: SupabaseDatabase, tmp_path: Path
+) -> None:
+    db = migrated_supabase
+    env = {**without_model(services_env), "DATABASE_URL": db.owner_url}
+
+    healthy = run_cli(env, "--json", "--check", "exposure", cwd=tmp_path)
+    assert healthy.status("exposure") == "ok", healthy.check("exposure")
+    assert healthy.check("exposure")["details"]["fix_sql"] == []
+    assert set(healthy.check("exposure")["details"]["tables"]) == set(USER_DATA_TABLES)
+
+    # What a dashboard toggle, a copied tutorial snippet or a hand-written policy can do.
+    as_owner(
+        db,
+        "alter table user_profiles disable row level security",
+        "grant select on user_profiles, conversation_chunks to anon",
+        "grant select (content) on import_job_artifacts to anon",
+        "grant truncate on user_profiles to authenticated",
+        "create policy everyone on conversation_chunks for select to authenticated using (true)",
+        "grant execute on function import_job_profile_failed(uuid, uuid, text) to authenticated",
+        "insert into user_profiles (user_id, soul_md) values (gen_random_uuid(), 'private')",
+        "insert into conversation_chunks (user_id, conversation_id, content, created_at) "
+        "values (gen_random_uuid(), 'c', 'private text', now())",
+    )
+    assert user_sees(db, "anon", "select count(*) from user_profiles") == 1
+    assert user_sees(db, "authenticated", "select count(*) from conversation_chunks") == 1
+
+    run = run_cli(env, "--json", "--check", "exposure", cwd=tmp_path)
+
+    assert run.exit_code == 0, "a warning, not a failure: jobs still run"
+    exposure = run.check("exposure")
+    assert exposure["status"] == "warn"
+    for problem in (
+        "row level security is off on user_profiles",
+        "anon can read user_profiles",
+        "anon can read conversation_chunks",
+        "anon can read import_job_artifacts",
+        "policy 'everyone' lets every user read every row of conversation_chunks",
+        "authenticated holds TRUNCATE on user_profiles",
+        "authenticated can execute import_job_profile_failed",
+    ):
+        assert problem in exposure["finding"]
+    fixes = exposure["details"]["fix_sql"]
+    assert "docs/supabase-exposure.md" in exposure["hint"]
+    assert all(statement in exposure["hint"] for statement in fixes)
+    assert "alter table public.user_profiles enable row level security;" in fixes
+
+    # The SQL it gives is the fix: run as the owner, it closes everything again.
+    as_owner(db, *fixes)
+    fixed = run_cli(env, "--json", "--check", "exposure", cwd=tmp_path)
+    assert fixed.status("exposure") == "ok", fixed.check("exposure")
+    assert user_sees(db, "anon", "select count(*) from user_profiles") == "denied"
+    assert user_sees(db, "anon", "select count(*) from conversation_chunks") == "denied"
+    assert user_sees(db, "authenticated", "select count(*) from user_profiles") == 0
+    # The over-wide policy now shows a user their own rows only (nobody's, without a JWT).
+    assert user_sees(db, "authenticated", "select count(*) from conversation_chunks") == 0
+    assert_no_secrets(run, env)
+
+
+async def test_exposure_is_ok_without_a_supabase_auth_schema(
+    healthy_env: dict[str, str], temp_base: Path
+) -> None:
+    report = await doctor_for(healthy_env, temp_base, only=["exposure"])
+
+    result = report.result("exposure")
+    assert result.status is Status.OK
+    assert "no Supabase auth schema" in result.finding
+    assert result.details["supabase"] is False
+
+
+@pytest.mark.usefixtures("supabase_api_roles")
+async def test_the_apps_own_row_level_security_passes_the_exposure_check(
+    services_env: dict[str, str], pg_server: str, temp_base: Path
+) -> None:
+    with supabase_database(pg_server, app_tables=True) as db:
+        conn = await psycopg.AsyncConnection.connect(
+            db.owner_url, autocommit=True, row_factory=dict_row
+        )
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        env = {**without_model(services_env), "DATABASE_URL": db.owner_url}
+
+        report = await doctor_for(env, temp_base, only=["exposure"])
+
+    result = report.result("exposure")
+    assert result.status is Status.OK, result
+    # The app's chunks table keeps its grants to authenticated: row level security (with no
+    # policy of the app's for users) decides, and none of them bypasses it.
+    assert "TRUNCATE" not in result.details["tables"]["conversation_chunks"]["authenticated"]
+    assert result.details["tables"]["conversation_chunks"]["authenticated"]
 
 
 # --- rarer cases, in-process ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from soulworker.migrate import migrate, pending_migrations
@@ -115,10 +116,17 @@ async def test_insert_notifies_listeners(conn: psycopg.AsyncConnection[DictRow])
     assert payloads == [str(job_id)]
 
 
+async def _prepare_like_supabase(conn: psycopg.AsyncConnection[DictRow]) -> None:
+    """The auth schema and Supabase's default privileges for this connection's role."""
+    await _run_file(conn, "supabase_auth.sql")
+    await _run_file(conn, "supabase_default_privileges.sql")
+
+
+@pytest.mark.usefixtures("supabase_api_roles")
 async def test_on_the_predecessors_database(empty_database_url: str) -> None:
     conn = await _connect(empty_database_url)
     try:
-        await _run_file(conn, "fake_supabase_auth.sql")
+        await _prepare_like_supabase(conn)
         await _run_file(conn, "predecessor_schema.sql")
         report = await migrate(conn)
         assert report.applied
@@ -188,10 +196,11 @@ async def test_on_the_predecessors_database(empty_database_url: str) -> None:
         await conn.close()
 
 
+@pytest.mark.usefixtures("supabase_api_roles")
 async def test_row_level_security_with_supabase_auth(empty_database_url: str) -> None:
     conn = await _connect(empty_database_url)
     try:
-        await _run_file(conn, "fake_supabase_auth.sql")
+        await _prepare_like_supabase(conn)
         own, other = uuid.uuid4(), uuid.uuid4()
         await conn.execute("insert into auth.users (id) values (%s), (%s)", (own, other))
         await migrate(conn)
@@ -250,4 +259,68 @@ async def test_row_level_security_with_supabase_auth(empty_database_url: str) ->
         await conn.execute("delete from auth.users where id = %s", (own,))
         assert await _scalar(conn, "select count(*) from import_jobs where user_id = %s", own) == 0
     finally:
+        await conn.close()
+
+
+async def _tables_of_soulworker(conn: psycopg.AsyncConnection[DictRow]) -> list[str]:
+    cur = await conn.execute(
+        "select relname from pg_class where relnamespace = current_schema()::regnamespace "
+        "and relkind = 'r' order by relname"
+    )
+    return [row["relname"] for row in await cur.fetchall()]
+
+
+async def _waiting_for_a_lock(conn: psycopg.AsyncConnection[DictRow], pid: int) -> bool:
+    cur = await conn.execute(
+        "select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = %s", (pid,)
+    )
+    row = await cur.fetchone()
+    return bool(row and row["waiting"])
+
+
+async def test_a_migrate_with_nothing_to_do_takes_no_table_lock(database_url: str) -> None:
+    """Workers keep running during a deploy: a re-run with nothing pending must not queue an
+    exclusive lock in front of them. A transaction holds EXCLUSIVE locks on every table (which
+    conflict with every mode stronger than ACCESS SHARE) while migrate runs."""
+    conn = await _connect(database_url)
+    blocker = await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row)
+    try:
+        tables = await _tables_of_soulworker(blocker)
+        assert {"import_jobs", "user_profiles", "soulworker_migrations"} <= set(tables)
+        await blocker.execute(
+            sql.SQL("lock table {} in exclusive mode").format(
+                sql.SQL(", ").join(sql.Identifier(table) for table in tables)
+            )
+        )
+
+        # The same settings as the last deploy: nothing to change, nothing waited for.
+        report = await migrate(conn, default_max_attempts=3)
+        assert report.applied == []
+        assert report.already_applied == [name for name, _ in migration_files()]
+
+        # A changed setting is something to change: that run waits for the lock, as it must,
+        # and completes once the conflicting transaction ends.
+        changing = asyncio.create_task(migrate(conn, default_max_attempts=4))
+        observer = await _connect(database_url)
+        try:
+            for _ in range(500):
+                if await _waiting_for_a_lock(observer, conn.info.backend_pid):
+                    break
+                assert not changing.done(), "migrate changed the default without the lock"
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the changing migrate never waited for the table lock")
+            await blocker.rollback()
+            await changing
+            cur = await observer.execute(
+                "insert into import_jobs (user_id, storage_path) values (%s, 'imports/x') "
+                "returning max_attempts",
+                (uuid.uuid4(),),
+            )
+            row = await cur.fetchone()
+            assert row is not None and row["max_attempts"] == 4
+        finally:
+            await observer.close()
+    finally:
+        await blocker.close()
         await conn.close()
