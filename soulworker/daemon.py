@@ -32,6 +32,7 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
     handler = handler_factory(settings)
     mode = db.database_mode(settings)
     worker_id = db.worker_identity()
+    log.info("worker identity", worker=worker_id, **db.host_of_this_process())
     log.info("database mode", mode=mode.describe())
     if mode.transaction_pooler:
         log.warning(

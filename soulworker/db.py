@@ -71,9 +71,20 @@ def database_mode(settings: Settings) -> DatabaseMode:
     return DatabaseMode(transaction_pooler=pooled, listen=listen)
 
 
+# How a worker is named in job rows (lease_owner, the error history): users may read their own
+# import_jobs rows, so the name says nothing about the machine. The worker's first log line
+# pairs it with the host name and pid for operators.
+WORKER_ID_PREFIX = "worker-"
+
+
 def worker_identity() -> str:
-    """A name for this process that operators can trace back: host, pid and a random tag."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+    """An opaque, unique name for this process: ``worker-`` and 12 random hex digits."""
+    return f"{WORKER_ID_PREFIX}{os.urandom(6).hex()}"
+
+
+def host_of_this_process() -> dict[str, Any]:
+    """Where this process runs, for the operators' log line that names its worker id."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -400,3 +401,19 @@ def test_a_job_whose_work_was_complete_is_recorded_as_succeeded_not_retried(db_u
     row = job(db_url, job_id)
     assert (row["status"], row["attempt"], row["result"]) == ("succeeded", 3, {"chunks": 7})
     assert handler_events(db_url, job_id) == [], "the handler did not run again"
+
+
+def test_job_rows_never_name_the_workers_machine(db_url: str) -> None:
+    """Users may read their own import_jobs rows: the worker is named there by an opaque id,
+    which its first log line pairs with the host name and pid for operators."""
+    job_id = enqueue(db_url, "transient", max_attempts=2)
+    with WorkerProcess(db_url, drain=True, env=FAST) as worker:
+        assert worker.wait(60) == 0, worker.output()[-3000:]
+        [identity] = [e for e in worker.events() if e["event"] == "worker identity"]
+    assert identity["host"] == socket.gethostname()
+    assert identity["pid"] == worker.pid
+    row = job(db_url, job_id)
+    assert [error["worker"] for error in row["errors"]] == [identity["worker"]] * 2
+    assert identity["worker"].startswith("worker-")
+    everything = str(query(db_url, "select to_jsonb(j) as row from import_jobs j"))
+    assert socket.gethostname() not in everything
