@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from soulworker.logs import get_logger
 from soulworker.queue.errors import JobControl, ReleaseRequested
 from soulworker.queue.job import ClaimedJob
+from soulworker.queue.lease import DATABASE_ERRORS
 from soulworker.queue.store import Connection, JobStore
 from soulworker.sql_files import query
 
@@ -110,16 +111,27 @@ class JobContext:
         stage_changed = stage != self._written[0] or label != self._written[2]
         due = time.monotonic() - self._last_write_at >= self.progress_interval_seconds
         if stage_changed or due:
-            await self.store.advance(self.job.fence, stage=stage, percent=whole, label=label)
-            self.note_written(stage, whole, label)
+            await self._write_progress(report)
         else:
             self._pending = report
 
     async def flush_progress(self) -> None:
         if self._pending is not None:
-            stage, percent, label = self._pending
+            await self._write_progress(self._pending)
+
+    async def _write_progress(self, report: tuple[str | None, int, str | None]) -> None:
+        """Write a progress report. Progress is worth a write, not an attempt: when the database
+        fails it for a moment, the report waits for the next one (a lost lease still stops the
+        job, and checkpoints are never written here)."""
+        stage, percent, label = report
+        try:
             await self.store.advance(self.job.fence, stage=stage, percent=percent, label=label)
-            self.note_written(stage, percent, label)
+        except DATABASE_ERRORS as exc:
+            log.warning("progress not written; the next report retries", error=type(exc).__name__)
+            self._pending = report
+            self._last_write_at = time.monotonic()  # not again at once: the interval applies
+            return
+        self.note_written(stage, percent, label)
 
     async def save_checkpoint(
         self,

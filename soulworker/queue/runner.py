@@ -172,6 +172,13 @@ class JobRun:
             lease_task.cancel()
             await asyncio.gather(lease_task, return_exceptions=True)
         task = self._handler_task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            # The work finished: a cancel or a lost lease noticed after it changes nothing (the
+            # success write is fenced, so a job that really is someone else's is not touched).
+            return task.result()
+        if self.ctx.checkpoint.get(COMPLETED):
+            # Stopped after its last transaction committed all the work: that is a success too.
+            return {}
         if self.ctx.stop_reason is not None:
             return self.ctx.stop_reason
         if task.cancelled():

@@ -417,3 +417,36 @@ def test_job_rows_never_name_the_workers_machine(db_url: str) -> None:
     assert identity["worker"].startswith("worker-")
     everything = str(query(db_url, "select to_jsonb(j) as row from import_jobs j"))
     assert socket.gethostname() not in everything
+
+
+FAIL_PROGRESS_WRITES = """
+create table test_fail_progress (failing boolean);
+create function test_fail_progress_writes() returns trigger language plpgsql as $$
+begin
+    -- A progress write of a running job (no checkpoint, no heartbeat, no outcome) fails while
+    -- the flag row exists: a database blip that hits exactly the progress writes.
+    if exists (select 1 from test_fail_progress)
+       and old.status = 'running' and new.status = 'running'
+       and new.checkpoint = old.checkpoint
+       and new.progress_percent is distinct from old.progress_percent then
+        raise exception 'simulated database blip';
+    end if;
+    return new;
+end $$;
+create trigger test_fail_progress_writes before update on import_jobs
+    for each row execute function test_fail_progress_writes();
+"""
+
+
+def test_a_database_blip_during_progress_writes_does_not_charge_the_attempt(db_url: str) -> None:
+    query(db_url, FAIL_PROGRESS_WRITES)
+    query(db_url, "insert into test_fail_progress values (true)")
+    job_id = enqueue(db_url, "progress-30-50", max_attempts=1)
+    env = {**FAST, "SOULWORKER_PROGRESS_INTERVAL_SECONDS": "0.1"}
+    with WorkerProcess(db_url, drain=True, env=env) as worker:
+        worker.wait_for_event("progress not written; the next report retries", count=3)
+        query(db_url, "delete from test_fail_progress")
+        assert worker.wait(60) == 0, worker.output()[-3000:]
+    row = job(db_url, job_id)
+    assert (row["status"], row["attempt"], row["errors"]) == ("succeeded", 1, [])
+    assert row["progress_percent"] == 100

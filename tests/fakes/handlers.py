@@ -12,6 +12,7 @@ every job when it inserts it:
 ``crash``           raise an unexpected RuntimeError
 ``hang``            sleep until stopped
 ``write-after-MS``  sleep MS ms, then write progress (to see a lost lease stop the writes)
+``progress-N-MS``   N progress reports MS ms apart, no checkpoint, then succeed
 ==================  ===========================================================================
 
 Every event is recorded in ``test_handler_runs`` through a connection of its own (not fenced), so
@@ -75,6 +76,11 @@ class ScriptedHandler:
                     percent=100 * (step + 1) / total,
                     label="Working",
                 )
+        elif name == "progress":
+            total, step_ms = (int(part) for part in rest.split("-"))
+            for step in range(total):
+                await asyncio.sleep(step_ms / 1000)
+                await ctx.progress("parse", 100 * (step + 1) / total, "Working")
         elif name == "transient":
             raise TransientJobError("The storage service is busy.", code="test_transient")
         elif name == "permanent":
