@@ -41,9 +41,12 @@ class ClaimedJob:
     checkpoint: dict[str, Any]
     result: dict[str, Any]
     fence: Fence
+    # ``time.monotonic()`` just before the claim was sent: the lease the claim granted runs
+    # from no earlier than this, so the lease keeper counts its deadline from here.
+    leased_at: float
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], owner: str) -> ClaimedJob:
+    def from_row(cls, row: dict[str, Any], owner: str, *, leased_at: float) -> ClaimedJob:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
@@ -59,6 +62,7 @@ class ClaimedJob:
             checkpoint=dict(row["checkpoint"] or {}),
             result=dict(row["result"] or {}),
             fence=Fence(row["id"], row["attempt"], owner),
+            leased_at=leased_at,
         )
 
     @property

@@ -42,15 +42,22 @@ async def keep_lease(
     store: JobStore,
     fence: Fence,
     *,
+    leased_at: float,
     interval_seconds: float,
     lease_seconds: float,
     stop_job: Callable[[JobControl], None],
 ) -> None:
-    """Run until cancelled, or until it has stopped the job."""
+    """Run until cancelled, or until it has stopped the job.
+
+    ``leased_at`` is when the lease the job holds was granted (``time.monotonic()`` before the
+    claim was sent): the deadline counts from there, not from when the keeper starts, which
+    may be later (the job is marked started first).
+    """
     try:
         await _renew_until_stopped(
             store,
             fence,
+            leased_at=leased_at,
             interval_seconds=interval_seconds,
             lease_seconds=lease_seconds,
             stop_job=stop_job,
@@ -66,17 +73,19 @@ async def _renew_until_stopped(
     store: JobStore,
     fence: Fence,
     *,
+    leased_at: float,
     interval_seconds: float,
     lease_seconds: float,
     stop_job: Callable[[JobControl], None],
 ) -> None:
-    renewed_at = time.monotonic()
-    wait = interval_seconds
+    renewed_at = leased_at
+    wait = max(0.0, min(interval_seconds, renewed_at + interval_seconds - time.monotonic()))
     while True:
         await asyncio.sleep(wait)
         deadline = renewed_at + lease_seconds * GIVE_UP_FRACTION
+        sent = time.monotonic()  # the renewal extends the lease from no earlier than this
         try:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - sent
             if remaining <= 0:
                 raise TimeoutError
             cancel_requested_at = await asyncio.wait_for(store.heartbeat(fence), remaining)
@@ -97,7 +106,7 @@ async def _renew_until_stopped(
             log.warning("heartbeat failed; retrying", error=type(exc).__name__)
             wait = min(interval_seconds * RETRY_FRACTION, max(deadline - time.monotonic(), 0))
             continue
-        renewed_at = time.monotonic()
+        renewed_at = sent
         wait = interval_seconds
         if cancel_requested_at is not None:
             log.info("cancel requested by an operator; stopping the job")

@@ -155,6 +155,7 @@ class JobRun:
             keep_lease(
                 self.store,
                 self.job.fence,
+                leased_at=self.job.leased_at,
                 interval_seconds=self.settings.heartbeat_seconds,
                 lease_seconds=self.settings.lease_seconds,
                 stop_job=self.stop,

@@ -8,6 +8,7 @@ nothing about exports. Writes that a worker makes to a job it runs are *fenced* 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -32,11 +33,12 @@ class JobStore:
 
     async def claim(self, owner: str) -> ClaimedJob | None:
         async with self.pool.connection() as conn:
+            sent = time.monotonic()
             cur = await conn.execute(
                 query("claim_job"), {"owner": owner, "lease_seconds": self.lease_seconds}
             )
             row = await cur.fetchone()
-        return ClaimedJob.from_row(row, owner) if row else None
+        return ClaimedJob.from_row(row, owner, leased_at=sent) if row else None
 
     async def mark_started(self, fence: Fence, label: str) -> None:
         await self._fenced(query("mark_job_started"), {**fence.params(), "label": label})

@@ -4,6 +4,7 @@ real runner, lease keeper and store; the handler is a small test double of a job
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
 from soulworker.queue.context import JobContext
-from soulworker.queue.errors import CancelRequested
+from soulworker.queue.errors import CancelRequested, JobControl, LeaseLost
+from soulworker.queue.lease import keep_lease
 from soulworker.queue.runner import JobRun
 from soulworker.queue.store import JobStore
 from soulworker.settings import Settings
@@ -116,3 +118,38 @@ async def test_a_stop_noticed_after_the_handler_returned_does_not_undo_its_succe
     row = await cur.fetchone()
     assert row is not None
     assert (row["status"], row["result"]) == ("succeeded", {"finished": True})
+
+
+async def test_the_lease_deadline_counts_from_the_claim_not_from_the_keeper(
+    conn: Conn, store: JobStore, database_url: str
+) -> None:
+    """A job whose start took most of its lease (a slow database) must not be worked on past
+    the lease the claim granted: with renewals blocked, the keeper stops it by then."""
+    lease = 2.0
+    store.lease_seconds = lease
+    await queued_job(conn)
+    job = await store.claim("worker-test")
+    assert job is not None
+    stops: list[tuple[float, JobControl]] = []
+    blocker = await psycopg.AsyncConnection.connect(database_url)
+    async with blocker, blocker.transaction():
+        # Renewals now wait on the row lock: the heartbeat cannot get through.
+        await blocker.execute("select 1 from import_jobs where id = %s for update", (job.id,))
+        claimed_long_ago = time.monotonic() - 0.75 * lease
+        started = time.monotonic()
+        await asyncio.wait_for(
+            keep_lease(
+                store,
+                job.fence,
+                leased_at=claimed_long_ago,
+                interval_seconds=lease / 4,
+                lease_seconds=lease,
+                stop_job=lambda reason: stops.append((time.monotonic(), reason)),
+            ),
+            timeout=5,
+        )
+    [(stopped_at, reason)] = stops
+    assert isinstance(reason, LeaseLost)
+    # The keeper gives up at 0.9 of the claim's lease: 0.3 s from now. Counting from its own
+    # start it would wait 1.8 s; the bound sits between the two.
+    assert stopped_at - started < 1.0
