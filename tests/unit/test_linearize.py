@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from soulworker.pipeline.conversation import UNTITLED, Conversation, PersonaKind
+from soulworker.pipeline.derived_ids import DERIVED_ID_PREFIX
 from soulworker.pipeline.linearize import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DROPPED_CONTENT_TYPES,
@@ -471,7 +472,7 @@ def test_an_absent_title_is_untitled() -> None:
 # --- ids, bad conversations, odd shapes ---------------------------------------------------
 
 
-def test_ids_come_from_id_then_conversation_id_then_the_fallback() -> None:
+def test_ids_come_from_id_then_conversation_id_then_the_content() -> None:
     mapping, leaf = chain(msg("user", "x"))
     raw = conv(mapping, leaf)
     del raw["id"]
@@ -479,11 +480,11 @@ def test_ids_come_from_id_then_conversation_id_then_the_fallback() -> None:
     assert linearize(raw).id == "from-conversation-id"
     raw["conversation_id"] = 12345
     assert linearize(raw).id == "12345"
-    raw["conversation_id"] = "bad\x00id"
-    assert linearize(raw, fallback_id="conv-7").id == "conv-7"
-    with pytest.raises(BadConversation) as caught:
-        linearize(raw)
-    assert caught.value.code == "no_id"
+    raw["conversation_id"] = "bad\x00id"  # unusable: treated like no id at all
+    derived = linearize(raw).id
+    assert derived.startswith(DERIVED_ID_PREFIX)
+    del raw["conversation_id"]
+    assert linearize(raw).id == derived, "the same conversation gets the same id every time"
 
 
 @pytest.mark.parametrize(
