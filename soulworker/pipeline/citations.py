@@ -9,7 +9,7 @@ Exports carry these (docs/export-format.md, "Markers"):
   whole: ``entity`` (payload ``["people","Ada Lovelace",…]`` or a bare name) keeps the name, and
   ``url`` (payload ``name\\ue202https://…``) keeps the name.
 - The same opened but never closed (an answer cut off mid-marker): the opening, the kind and
-  the reference tokens that follow (``turn0search3``) are removed.
+  the payload up to the next space (``turn0search3``, or a reference cut short) are removed.
 - Highlight spans ``\\ue203…\\ue204`` (the words a citation covers) and the ``\\ue206`` after
   them: the characters go, the words stay. They occur whether or not the same message has a
   citation, so every message is cleaned, not only those with one.
@@ -50,10 +50,9 @@ _REFERENCE = r"turn\d{1,6}[a-z_]{1,40}\d{1,6}"
 _PUA_SEQUENCE = re.compile("\ue200([^\ue200-\ue206]{0,40})\ue202([^\ue200\ue201]*)\ue201")
 """A complete private-use marker, matched at a known start: kind, then payload."""
 
-_PUA_UNCLOSED = re.compile(
-    f"\ue200[^\ue200-\ue206\\s]{{0,40}}\ue202(?:{_REFERENCE})?(?:\ue202{_REFERENCE})*"
-)
-"""An opening that is never closed: the kind, and any reference tokens that follow."""
+_PUA_UNCLOSED = re.compile("\ue200[^\ue200-\ue206\\s]{0,40}\ue202[^\ue200\ue201\\s]*")
+"""An opening that is never closed (an answer cut off mid-marker): the kind and the payload up
+to the next space, as far as the payload of a reference marker can reach."""
 
 _BARE_REFERENCE = re.compile(f"\ue202{_REFERENCE}")
 """A reference token after a lone separator, outside any sequence."""

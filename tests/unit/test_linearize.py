@@ -743,18 +743,37 @@ def test_a_realistic_modern_conversation() -> None:
     assert result.stats.mapping_size == 10
 
 
-def test_generated_conversations_linearize_to_their_recorded_facts() -> None:
+@pytest.mark.parametrize("realistic_extras", [False, True], ids=["defaults", "real-export-traits"])
+def test_generated_conversations_linearize_to_their_recorded_facts(
+    realistic_extras: bool,
+) -> None:
     """Smoke test over the project's export generator: dialogue, order, dropped and hidden
-    text, and persona signals all match what the generator recorded."""
-    from tests.fakes.export_generator import GeneratorConfig, iter_export
+    text, and persona signals all match what the generator recorded. With the traits of real
+    exports turned on: Canvas documents exactly, no false image for voice, no marker left."""
+    from tests.fakes.export_generator import Feature, GeneratorConfig, iter_export
 
-    config = GeneratorConfig(seed=11, conversations=120)
+    rates = {}
+    if realistic_extras:
+        rates = {
+            Feature.CANVAS: 0.3,
+            Feature.HIGHLIGHTS: 0.3,
+            Feature.VOICE: 0.2,
+            Feature.VOICE_VIDEO: 0.3,
+            Feature.MISSING_ID: 0.2,
+        }
+    config = GeneratorConfig(seed=11, conversations=120, rates=rates)
     seen_custom = seen_bio = 0
     for item in iter_export(config):
         facts = item.facts
         result = linearize(item.data)
         assert [m.role for m in result.messages] == [m.role for m in facts.messages]
+        assert result.id == facts.id if facts.has_id else result.id.startswith("derived-")
+        assert [m.text for m in result.messages if m.text.startswith("[canvas: ")] == list(
+            facts.canvas_documents
+        )
+        assert result.stats.canvas_updates_not_applied == 0
         for ours, expected in zip(result.messages, facts.messages, strict=True):
+            assert ours.text.count(IMAGE_PLACEHOLDER) == expected.parts.count(IMAGE_PLACEHOLDER)
             position = 0
             for part in expected.parts:
                 found = ours.text.find(part.strip(), position)
