@@ -35,6 +35,8 @@ from soulworker.pipeline.message_text import clean_line, content_text
 TOOL_PREFIX = "canmore."
 CREATE_CALL = "canmore.create_textdoc"
 UPDATE_CALL = "canmore.update_textdoc"
+CANVAS_CALLS = (CREATE_CALL, UPDATE_CALL)
+"""The recipients of the calls that write a document (a tuple: recipients can be any JSON)."""
 
 CANVAS_LABEL = "[canvas: {name}]\n"
 """The first line of a document's message: the text the person sees as the canvas title."""
@@ -211,7 +213,7 @@ def find_canvas_documents(
             replay.resolve(pending, None)
             pending = None
         recipient = message.get("recipient")
-        if role == "assistant" and recipient in (CREATE_CALL, UPDATE_CALL):
+        if role == "assistant" and recipient in CANVAS_CALLS:
             assert isinstance(recipient, str)
             content = message.get("content")
             arguments = content_text(content) if isinstance(content, dict) else ""

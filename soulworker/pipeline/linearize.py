@@ -56,7 +56,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from soulworker.pipeline.canvas import CANVAS_LABEL, CanvasDocument, find_canvas_documents
+from soulworker.pipeline.canvas import (
+    CANVAS_CALLS,
+    CANVAS_LABEL,
+    CanvasDocument,
+    find_canvas_documents,
+)
 from soulworker.pipeline.conversation import (
     MAX_EPOCH_SECONDS,
     MIN_EPOCH_SECONDS,
@@ -202,13 +207,17 @@ def _linearize(raw: object, max_bytes: int) -> Conversation:
     else:
         raise BadConversation("bad_mapping", "A conversation's message tree is not a JSON object.")
 
-    # One character more than the byte limit: a document cut there is over the limit, so the
-    # message built from it is truncated with the visible marker and counted like any other.
-    canvas = find_canvas_documents(raw_messages, max_chars=max_bytes + 1)
     signal_fallback_time = create_time if create_time is not None else update_time
-    thread = _build_thread(
-        raw_messages, max_bytes, signal_fallback_time, canvas.placed if canvas else None
-    )
+    canvas = None
+    thread = _build_thread(raw_messages, max_bytes, signal_fallback_time, None)
+    if thread is None:  # the thread has Canvas calls: replay them, then build it with them
+        # One character more than the byte limit: a document cut there is over the limit, so
+        # the message built from it is truncated with the visible marker and counted.
+        canvas = find_canvas_documents(raw_messages, max_chars=max_bytes + 1)
+        thread = _build_thread(
+            raw_messages, max_bytes, signal_fallback_time, canvas.placed if canvas else {}
+        )
+        assert thread is not None  # with placements given, the build always completes
     if conversation_id is None:
         conversation_id = derived_conversation_id(
             raw,
@@ -425,9 +434,13 @@ def _build_thread(
     max_bytes: int,
     signal_fallback_time: float | None,
     canvas: dict[int, list[CanvasDocument]] | None,
-) -> _Thread:
+) -> _Thread | None:
     """Applies the per-message rules along the thread and merges continued answers; places
     each Canvas document (``canvas``, keyed by path index) as a message of its own.
+
+    Without ``canvas`` (the first pass), returns ``None`` as soon as it meets a Canvas call:
+    the caller then replays the calls and builds the thread again with the documents. Few
+    conversations have any, and this costs the others nothing but a comparison per tool call.
 
     One flat loop with local state: it runs for every node of every conversation, and attribute
     and call overhead is most of its cost (see "Speed" in the module docstring).
@@ -463,6 +476,11 @@ def _build_thread(
         role = author.get("role") if isinstance(author, dict) else None
         if role == "tool":
             continue  # tool output is neither dialogue nor a persona signal: skip it cheaply
+        recipient = message.get("recipient")
+        if recipient is None:
+            recipient = ALL_RECIPIENTS
+        elif canvas is None and role == "assistant" and recipient in CANVAS_CALLS:
+            return None  # a tuple lookup: the recipient may be any JSON value
         content = message.get("content")
         if not isinstance(content, dict):
             continue
@@ -473,9 +491,6 @@ def _build_thread(
         metadata = message.get("metadata")
         if not isinstance(metadata, dict):
             metadata = _EMPTY
-        recipient = message.get("recipient")
-        if recipient is None:
-            recipient = ALL_RECIPIENTS
 
         # Persona signals first: they arrive with any role and are never dialogue.
         if (
