@@ -275,7 +275,7 @@ def test_duplicates_repeat_an_id_and_the_summary_names_the_winner(tmp_path: Path
     for key in duplicated:
         first, second = by_id[key]
         winner = summary.expected[key]
-        # DESIGN §12: newest update_time wins; a tie goes to the larger mapping.
+        # The newest update_time wins; a tie goes to the larger mapping.
         ranked = max((first, second), key=lambda c: (c["update_time"], len(c["mapping"])))
         assert winner.update_time == ranked["update_time"]
         assert winner.node_count == len(ranked["mapping"])

@@ -1,4 +1,4 @@
-"""One test per linearizing rule (DESIGN §4, §12 "Linearizing details"), on hand-made data."""
+"""One test per linearizing rule (docs/export-format.md), on hand-made data."""
 
 from __future__ import annotations
 
