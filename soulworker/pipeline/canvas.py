@@ -60,6 +60,10 @@ would make much more text than it carries (a hostile replacement repeating the w
 thousands of times) is bounded by the fixed part. The documents' total size is bounded the same
 way, since every character of new text is paid for."""
 
+CALL_UNITS = 10_000
+"""Budget units every call costs besides its text: reading and dispatching it is about 10 µs of
+Python, and a flood of tiny calls must run the budget down too."""
+
 FAILED_REPLY = "Failed with error"
 """How ChatGPT's reply to a call it refused begins."""
 
@@ -121,6 +125,9 @@ class _Replay:
         failed, textdoc_id, title = _read_reply(reply)
         if failed:
             return  # refused by ChatGPT: the document did not change there either
+        if not self.budget.charge(CALL_UNITS):
+            self.not_applied += 1
+            return
         arguments = _decode(call.arguments, self.budget)
         if call.kind == CREATE_CALL:
             self._create(call, arguments, textdoc_id, title)

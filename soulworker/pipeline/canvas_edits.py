@@ -274,11 +274,13 @@ def _parse_template(template: str) -> list[str | int | tuple[str]] | None:
     index = 0
     length = len(template)
     while index < length:
-        char = template[index]
-        if char != "\\":
-            literal.append(char)
-            index += 1
-            continue
+        backslash = template.find("\\", index)
+        if backslash < 0:
+            literal.append(template[index:])
+            break
+        if backslash > index:  # the text up to the next escape, in one piece
+            literal.append(template[index:backslash])
+        index = backslash
         if index + 1 >= length:
             return None  # a trailing backslash
         escaped = template[index + 1]
@@ -385,6 +387,10 @@ class _Chain:
 
 _ANY_ATOMS = ("[\\s\\S]", "[\\S\\s]", "[\\w\\W]", "[\\W\\w]", "[\\d\\D]", "[\\D\\d]", ".")
 _SPECIAL = frozenset(".^$*+?{}[]|()\\")
+_PLAIN_RUN = re.compile(r"[^.^$*+?{}\[\]|()\\]+")
+"""Characters that stand for themselves (a quantifier after the run ends the chain anyway)."""
+_ESCAPED_RUN = re.compile(r"(?:\\[^0-9A-Za-z])+")
+"""Backslashes each followed by a character that is not an ASCII letter or digit: literals."""
 _QUANTIFIER_BRACE = re.compile(r"\{(?:\d+(?:,\d*)?|,\d*)\}")
 """A ``{m}``, ``{m,}``, ``{,n}`` or ``{m,n}`` repeat; any other ``{`` is an ordinary character."""
 _HEX = {"x": 2, "u": 4, "U": 8}
@@ -407,6 +413,18 @@ def _parse_chain(pattern: str) -> _Chain | None:
     groups = 0
     at_end: str | None = None
     while index < length:
+        # Runs of ordinary characters and of escaped punctuation (what re.escape writes) are
+        # taken whole: a quoted passage of a few KB is a handful of steps, not one per character.
+        run = _PLAIN_RUN.match(pattern, index)
+        if run is not None:
+            literal.append(run.group())
+            index = run.end()
+            continue
+        run = _ESCAPED_RUN.match(pattern, index)
+        if run is not None:
+            literal.append(run.group()[1::2])
+            index = run.end()
+            continue
         char = pattern[index]
         if char == "$" and index == length - 1:
             at_end, index = "$", length

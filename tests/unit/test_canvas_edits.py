@@ -188,6 +188,35 @@ def test_chains_give_exactly_what_re_gives(
         assert result.text == expected
 
 
+ANY_TEXT = st.text(
+    alphabet=st.sampled_from(list("ab \n\t.*+?()[]{}|^$\\#-_é東🎉\x00\r")), max_size=30
+)
+
+
+@settings(max_examples=800)
+@given(text=ANY_TEXT, data=st.data())
+def test_quoted_passages_as_re_escape_writes_them_give_what_re_gives(
+    text: str, data: st.DataObject
+) -> None:
+    """The model quotes the passage to change with every special character escaped."""
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    pattern = re.escape(text[start:end])
+    if data.draw(st.booleans()):
+        pattern += data.draw(st.sampled_from(["(.*?)", ".*", "[\\s\\S]+?"])) + re.escape(text[-1:])
+    replacement = data.draw(TEMPLATES)
+    multiple = data.draw(st.booleans())
+    try:
+        expected = reference(text, pattern, replacement, multiple)
+    except (re.error, IndexError):
+        expected = None  # e.g. a group reference in a pattern without groups
+    result = update(text, pattern, replacement, multiple=multiple)
+    if expected is None:
+        assert result.outcome is Outcome.FAILED
+    else:
+        assert (result.outcome, result.text) == (Outcome.APPLIED, expected)
+
+
 GENERAL = st.sampled_from(
     ["a|b", "[ab]x", "\\bab", "a\\s*b", "(?i)AB", "x?a", "[^a]+", "a{2}", "(a)|(b)", "\\d"]
 )
@@ -207,6 +236,27 @@ def test_other_small_patterns_give_what_re_gives(
         assert result.outcome is Outcome.FAILED
     else:
         assert (result.outcome, result.text) == (Outcome.APPLIED, expected)
+
+
+TEMPLATE_PIECES = ["\\", "\\", "g", "<", ">", "0", "1", "2", "7", "9", "n", "q", "é", "_", "name"]
+
+
+@settings(max_examples=2000)
+@given(template=st.lists(st.sampled_from(TEMPLATE_PIECES), max_size=8).map("".join))
+def test_templates_expand_exactly_as_match_expand_does(template: str) -> None:
+    """Escapes, octal, numbered and named groups, a group that did not take part, and every
+    error ``re`` raises (bad escapes, unknown groups, a trailing backslash)."""
+    match = re.compile("(?P<name>a)(b)|(z)").search("xab")
+    assert match is not None
+    try:
+        expected: str | None = match.expand(template)
+    except (re.error, IndexError):
+        expected = None
+    result = update("xab", "(?P<name>a)(b)|(z)", template)
+    if expected is None:
+        assert result.outcome is Outcome.FAILED
+    else:
+        assert (result.outcome, result.text) == (Outcome.APPLIED, "x" + expected)
 
 
 # --- hostile input ---------------------------------------------------------------------------
