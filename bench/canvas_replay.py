@@ -78,8 +78,8 @@ HOSTILE: dict[str, Callable[[], Json]] = {
     "100 x (a+)+$ (refused)": lambda: conversation(
         [create("a" * 100_000), *edits("(a+)+$", "y", 100)]
     ),
-    "100 x a\\s*b on 4 KB (general class)": lambda: conversation(
-        [create("a " * 2_000), *edits("a\\s*b", "y", 100)]
+    "100 x \\s*b on 1,500 spaces (general class, at its step limit)": lambda: conversation(
+        [create(" " * 1_500), *edits("\\s*b", "y", 100)]
     ),
 }
 
