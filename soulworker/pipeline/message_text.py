@@ -15,6 +15,7 @@ from __future__ import annotations
 from soulworker.pipeline.citations import (
     BRACKET_START_BYTES,
     MARKER_PREFIX_BYTES,
+    has_markers,
     strip_citations,
 )
 
@@ -188,7 +189,8 @@ def repair_surrogates(text: str) -> str:
 
 def clean_line(value: object, max_chars: int) -> str:
     """A one-line, storable rendering of a short field (a title): whitespace runs collapsed,
-    NULs and lone surrogates removed, at most ``max_chars`` characters; ``""`` for non-text.
+    NULs, lone surrogates and markers removed, at most ``max_chars`` characters; ``""`` for
+    non-text.
 
     Integers are rendered (a numeric title is still a name); booleans, floats and containers
     are not text.
@@ -198,12 +200,14 @@ def clean_line(value: object, max_chars: int) -> str:
     text = value if isinstance(value, str) else str(value)
     if "\x00" in text:
         text = text.replace("\x00", "")
-    text = " ".join(text.split())
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = repair_surrogates(text)
+        if has_markers(text):  # never seen in a title, but no marker is ever stored
+            text = strip_citations(text)
+    text = " ".join(text.split())
     if len(text) > max_chars:
         text = text[: max_chars - 1].rstrip() + "…"
     return text

@@ -522,5 +522,6 @@ def test_id_less_shapes_that_used_to_be_rejected_are_conversations() -> None:
 
 def test_no_marker_character_survives_anywhere() -> None:
     content = {"content_type": "text", "parts": ["".join(MARKER_CHARACTERS) * 3 + "x"]}
-    result = run(msg("user", content=content))
+    result = run(msg("user", content=content), title="Trip to \ue203Lyon\ue204\ue206")
     assert texts(result) == [("user", "x")]
+    assert result.title == "Trip to Lyon"
