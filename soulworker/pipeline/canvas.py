@@ -244,7 +244,8 @@ def _read_reply(reply: dict[str, object] | None) -> tuple[bool, str | None, str 
     if reply is None:
         return False, None, None
     content = reply.get("content")
-    text = content_text(content) if isinstance(content, dict) else ""
+    # Replies are a sentence or two; only their start is read, whatever a hostile file holds.
+    text = (content_text(content) if isinstance(content, dict) else "")[:_REPLY_SCAN_CHARS]
     if text.lstrip().startswith(FAILED_REPLY):
         return True, None, None
     textdoc_id: str | None = None
@@ -259,7 +260,7 @@ def _read_reply(reply: dict[str, object] | None) -> tuple[bool, str | None, str 
         if isinstance(value, str):
             title = value
     if textdoc_id is None:
-        found = _REPLY_ID.search(text[:_REPLY_SCAN_CHARS])
+        found = _REPLY_ID.search(text)
         if found is not None:
             textdoc_id = found.group(1)
     return False, textdoc_id, title
