@@ -103,6 +103,9 @@ class LinearizeStats:
 
     ``unknown_content_types`` holds ``(content_type, count)`` pairs sorted by name, for content
     types the linearizer does not know but kept as dialogue because they carried text.
+    ``canvas_documents`` counts the Canvas documents kept as messages, and
+    ``canvas_updates_not_applied`` the Canvas calls that could not be replayed (each such
+    document keeps its last good text; docs/export-format.md, "Canvas").
     """
 
     mapping_size: int
@@ -113,6 +116,8 @@ class LinearizeStats:
     merged_messages: int
     truncated_messages: int
     unknown_content_types: tuple[tuple[str, int], ...]
+    canvas_documents: int = 0
+    canvas_updates_not_applied: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,8 @@ class Conversation:
     @property
     def first_known_time(self) -> float | None:
         """When the conversation happened: its creation time, else its update time, else the
-        earliest message time, else ``None`` (DESIGN §12 "Chunk fields", minus the job fallback)."""
+        earliest message time, else ``None`` (the chunk's ``created_at`` rule, minus the job
+        fallback)."""
         if self.create_time is not None:
             return self.create_time
         if self.update_time is not None:

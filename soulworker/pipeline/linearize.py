@@ -1,6 +1,6 @@
 """Turns one raw export conversation (a dict as ijson builds it) into a ``Conversation``.
 
-The rules (DESIGN §4 and §12 "Linearizing details"; research/export-format.md §2, §3):
+The rules, and the export facts behind them, are written down in docs/export-format.md.
 
 The thread. ``mapping`` holds every branch ever created (edits, regenerations). The visible thread
 is found by walking from ``current_node`` back through ``parent`` links, with a visited set so a
@@ -15,26 +15,33 @@ Dialogue. A node becomes dialogue when its author is ``user`` or ``assistant``, 
 (``metadata.is_visually_hidden_from_conversation``), its content type is not one of the dropped
 types (tool I/O, reasoning, browsing output, code, errors: ``DROPPED_CONTENT_TYPES``), and it has
 text (``message_text.content_text``: string parts, dict-part texts such as voice transcriptions,
-``[image]`` for pictures). Content types this module does not know are kept when they carry
-text, and counted by name in the stats. Consecutive assistant messages (adjacent once the nodes
-above are dropped, e.g. an answer, a tool call, the rest of the answer) are merged into one
-message: directly when the first part was cut off (``finish_details.type`` ``max_tokens`` or
-``interrupted``: the continuation resumes mid-sentence), otherwise as paragraphs. ``end_turn``
-false is not used for this, because it also marks a turn that goes on with a tool call. Each
-finished message is cleaned (``message_text.finalize_text``: citation markers, NULs and lone
+``[image]`` for pictures and real video, nothing for audio). Content types this module does not
+know are kept when they carry text, and counted by name in the stats. Consecutive assistant
+messages (adjacent once the nodes above are dropped, e.g. an answer, a tool call, the rest of the
+answer) are merged into one message: directly when the first part was cut off
+(``finish_details.type`` ``max_tokens`` or ``interrupted``: the continuation resumes
+mid-sentence), otherwise as paragraphs. ``end_turn`` false is not used for this, because it also
+marks a turn that goes on with a tool call. Each finished message is cleaned
+(``message_text.finalize_text``: citation, highlight and entity markers, NULs and lone
 surrogates removed, whitespace stripped) and cut at ``max_message_bytes`` with a visible marker.
+
+Canvas. The documents the assistant wrote with the Canvas tool are tool calls, yet they are the
+person's work: ``canvas`` replays their creation and edits along the thread, and each document
+that ends with text becomes one assistant message, ``[canvas: NAME]`` and its final text, at the
+place it was last written. It is a message of its own, never merged with the answers around it.
 
 Persona signals are taken apart from dialogue and never become chat text: custom instructions
 (``user_editable_context``), the memory snapshot (``model_editable_context``), messages flagged
 ``is_user_system_message``, and memory writes (assistant messages to the ``bio`` tool).
 
-Robustness. Anything that is not a conversation at all (not an object, no usable id, a
-``mapping`` that is not an object) raises ``BadConversation``; nothing else is ever raised.
-Wrong types and nulls anywhere inside are skipped, so a damaged conversation yields what could be
-salvaged. A conversation without ``mapping`` but with a ``messages`` list is linearized from that
-list in order (older tools and hand-made exports have that shape; the predecessor accepted it
-too). A conversation with no dialogue is returned with no messages: the caller counts and skips
-it, and its persona signals still count.
+Robustness. Anything that is not a conversation at all (not an object, a ``mapping`` that is not
+an object) raises ``BadConversation``; nothing else is ever raised. A conversation without a
+usable ``id``/``conversation_id`` gets one derived from its content (``derived_ids``). Wrong types
+and nulls anywhere inside are skipped, so a damaged conversation yields what could be salvaged. A
+conversation without ``mapping`` but with a ``messages`` list is linearized from that list in
+order (older tools and hand-made exports have that shape; the predecessor accepted it too). A
+conversation with no dialogue is returned with no messages: the caller counts and skips it, and
+its persona signals still count.
 
 Speed (measured on the 2-core reference VM over 5,000 conversations from
 ``tests/fakes/export_generator.py``, p50 31 KB of JSON and 28 nodes each; runs vary by ~30 %):
@@ -45,10 +52,16 @@ it is per-node dictionary access, which is why ``_build_thread`` is one flat loo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from soulworker.pipeline.canvas import (
+    CANVAS_CALLS,
+    CANVAS_LABEL,
+    CanvasDocument,
+    find_canvas_documents,
+)
 from soulworker.pipeline.conversation import (
     MAX_EPOCH_SECONDS,
     MIN_EPOCH_SECONDS,
@@ -61,6 +74,7 @@ from soulworker.pipeline.conversation import (
     Role,
     StartKind,
 )
+from soulworker.pipeline.derived_ids import derived_conversation_id
 from soulworker.pipeline.message_text import (
     IGNORED_PROFILE_TEXTS,
     MIN_MESSAGE_BYTES,
@@ -71,7 +85,7 @@ from soulworker.pipeline.message_text import (
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
-"""DESIGN §12 ``SOULWORKER_MAX_MESSAGE_BYTES``: far above any typed message, below pasted dumps."""
+"""``SOULWORKER_MAX_MESSAGE_BYTES``: far above any typed message, below pasted dumps."""
 
 MAX_TITLE_CHARS = 200
 """ChatGPT titles are a few words; a longer one would only bloat every chunk's header line."""
@@ -98,7 +112,7 @@ DROPPED_CONTENT_TYPES = frozenset(
         "app_pairing_content",  # text of the user's other apps, not the user's words
     }
 )
-"""Content types that are never dialogue, whoever sent them (DESIGN §4)."""
+"""Content types that are never dialogue, whoever sent them (docs/export-format.md)."""
 
 CUT_OFF_FINISH_TYPES = frozenset({"max_tokens", "interrupted"})
 """``finish_details.type`` values of an answer cut off mid-output, whose continuation follows."""
@@ -129,7 +143,7 @@ _EMPTY: dict[str, object] = {}
 class BadConversation(Exception):
     """The raw value is not a conversation that can be linearized; count it and skip it.
 
-    ``code`` is one of ``not_an_object``, ``no_id``, ``bad_mapping`` and ``unexpected`` (a bug
+    ``code`` is one of ``not_an_object``, ``bad_mapping`` and ``unexpected`` (a bug
     in this module met an input it did not foresee; ``cause_type`` names the original exception
     class, whose message is deliberately not kept because it could quote conversation text).
     The message never contains conversation content.
@@ -141,17 +155,11 @@ class BadConversation(Exception):
         self.cause_type = cause_type
 
 
-def linearize(
-    raw: object,
-    *,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    fallback_id: str | None = None,
-) -> Conversation:
+def linearize(raw: object, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Conversation:
     """Linearize one raw conversation; see the module docstring for every rule.
 
-    ``max_message_bytes`` caps a single message (after merging) in UTF-8 bytes; longer ones are
-    truncated with a visible marker and counted. ``fallback_id`` is used when the conversation
-    has no usable ``id``/``conversation_id``; without it such a conversation is bad.
+    ``max_message_bytes`` caps a single message (after merging) in UTF-8 bytes, and each Canvas
+    document; longer ones are truncated with a visible marker and counted.
 
     Raises ``BadConversation`` for input that is not a conversation, and ``ValueError`` for a
     ``max_message_bytes`` below ``MIN_MESSAGE_BYTES`` (a programming error, checked first).
@@ -159,7 +167,7 @@ def linearize(
     if max_message_bytes < MIN_MESSAGE_BYTES:
         raise ValueError(f"max_message_bytes must be at least {MIN_MESSAGE_BYTES}")
     try:
-        return _linearize(raw, max_message_bytes, fallback_id)
+        return _linearize(raw, max_message_bytes)
     except BadConversation:
         raise
     except Exception as exc:
@@ -172,10 +180,10 @@ def linearize(
         ) from None
 
 
-def _linearize(raw: object, max_bytes: int, fallback_id: str | None) -> Conversation:
+def _linearize(raw: object, max_bytes: int) -> Conversation:
     if not isinstance(raw, dict):
         raise BadConversation("not_an_object", "A conversation entry is not a JSON object.")
-    conversation_id = _conversation_id(raw, fallback_id)
+    conversation_id = _conversation_id(raw)
     title = clean_line(raw.get("title"), MAX_TITLE_CHARS) or UNTITLED
     create_time = parse_time(raw.get("create_time"))
     update_time = parse_time(raw.get("update_time"))
@@ -185,13 +193,13 @@ def _linearize(raw: object, max_bytes: int, fallback_id: str | None) -> Conversa
     start: StartKind
     if isinstance(mapping, dict):
         path, start, cycle, missing_parent = _walk(mapping, raw.get("current_node"))
-        raw_messages: Iterable[object] = (node.get("message") for node in path)
+        raw_messages: Sequence[object] = [node.get("message") for node in path]
         path_length = len(path)
         mapping_size = len(mapping)
     elif mapping is None:
         listed = raw.get("messages")
         if isinstance(listed, list):
-            raw_messages = (_as_export_message(item) for item in listed)
+            raw_messages = [_as_export_message(item) for item in listed]
             start = "messages_list"
             mapping_size = path_length = len(listed)
         else:
@@ -200,7 +208,25 @@ def _linearize(raw: object, max_bytes: int, fallback_id: str | None) -> Conversa
         raise BadConversation("bad_mapping", "A conversation's message tree is not a JSON object.")
 
     signal_fallback_time = create_time if create_time is not None else update_time
-    thread = _build_thread(raw_messages, max_bytes, signal_fallback_time)
+    canvas = None
+    thread = _build_thread(raw_messages, max_bytes, signal_fallback_time, None)
+    if thread is None:  # the thread has Canvas calls: replay them, then build it with them
+        # One character more than the byte limit: a document cut there is over the limit, so
+        # the message built from it is truncated with the visible marker and counted.
+        canvas = find_canvas_documents(raw_messages, max_chars=max_bytes + 1)
+        thread = _build_thread(
+            raw_messages, max_bytes, signal_fallback_time, canvas.placed if canvas else {}
+        )
+        assert thread is not None  # with placements given, the build always completes
+    if conversation_id is None:
+        conversation_id = derived_conversation_id(
+            raw,
+            title=title,
+            create_time=create_time,
+            update_time=update_time,
+            messages=thread.messages,
+            signals=thread.signals,
+        )
     return Conversation(
         id=conversation_id,
         title=title,
@@ -217,6 +243,8 @@ def _linearize(raw: object, max_bytes: int, fallback_id: str | None) -> Conversa
             merged_messages=thread.merged,
             truncated_messages=thread.truncated,
             unknown_content_types=tuple(sorted(thread.unknown_types.items())),
+            canvas_documents=canvas.documents if canvas else 0,
+            canvas_updates_not_applied=canvas.updates_not_applied if canvas else 0,
         ),
     )
 
@@ -244,7 +272,9 @@ def parse_time(value: object) -> float | None:
     return seconds if MIN_EPOCH_SECONDS < seconds <= MAX_EPOCH_SECONDS else None
 
 
-def _conversation_id(raw: dict[str, object], fallback_id: str | None) -> str:
+def _conversation_id(raw: dict[str, object]) -> str | None:
+    """The export's id for the conversation, or ``None`` when it has no usable one (the caller
+    then derives one from the content: ``derived_ids``)."""
     for key in ("id", "conversation_id"):
         value = raw.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -252,9 +282,7 @@ def _conversation_id(raw: dict[str, object], fallback_id: str | None) -> str:
         # isprintable() refuses control characters and lone surrogates, which Postgres refuses.
         if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and value.isprintable():
             return value
-    if fallback_id is not None:
-        return fallback_id
-    raise BadConversation("no_id", "A conversation has no usable id.")
+    return None
 
 
 def _walk(
@@ -402,9 +430,17 @@ class _Thread:
 
 
 def _build_thread(
-    raw_messages: Iterable[object], max_bytes: int, signal_fallback_time: float | None
-) -> _Thread:
-    """Applies the per-message rules along the thread and merges continued answers.
+    raw_messages: Sequence[object],
+    max_bytes: int,
+    signal_fallback_time: float | None,
+    canvas: dict[int, list[CanvasDocument]] | None,
+) -> _Thread | None:
+    """Applies the per-message rules along the thread and merges continued answers; places
+    each Canvas document (``canvas``, keyed by path index) as a message of its own.
+
+    Without ``canvas`` (the first pass), returns ``None`` as soon as it meets a Canvas call:
+    the caller then replays the calls and builds the thread again with the documents. Few
+    conversations have any, and this costs the others nothing but a comparison per tool call.
 
     One flat loop with local state: it runs for every node of every conversation, and attribute
     and call overhead is most of its cost (see "Speed" in the module docstring).
@@ -418,13 +454,33 @@ def _build_thread(
     pending_time: float | None = None
     prev_cut_off = False
 
-    for message in raw_messages:
+    for index, message in enumerate(raw_messages):
+        if canvas is not None and index in canvas:
+            # The call that last wrote these documents: each becomes an assistant message of
+            # its own, never merged with the answer around it (so a long document does not
+            # push that answer past the size limit).
+            if parts:
+                truncated += _emit(messages, parts, pending_role, pending_time, max_bytes)
+                parts = []
+            for document in canvas[index]:
+                label = CANVAS_LABEL.format(name=document.name)
+                seconds = parse_time(document.raw_time)
+                truncated += _emit(
+                    messages, [label, document.text], "assistant", seconds, max_bytes
+                )
+            prev_cut_off = False
+            continue
         if not isinstance(message, dict):
             continue
         author = message.get("author")
         role = author.get("role") if isinstance(author, dict) else None
         if role == "tool":
             continue  # tool output is neither dialogue nor a persona signal: skip it cheaply
+        recipient = message.get("recipient")
+        if recipient is None:
+            recipient = ALL_RECIPIENTS
+        elif canvas is None and role == "assistant" and recipient in CANVAS_CALLS:
+            return None  # a tuple lookup: the recipient may be any JSON value
         content = message.get("content")
         if not isinstance(content, dict):
             continue
@@ -435,9 +491,6 @@ def _build_thread(
         metadata = message.get("metadata")
         if not isinstance(metadata, dict):
             metadata = _EMPTY
-        recipient = message.get("recipient")
-        if recipient is None:
-            recipient = ALL_RECIPIENTS
 
         # Persona signals first: they arrive with any role and are never dialogue.
         if (

@@ -1,17 +1,23 @@
 """Turns the ``content`` of one export message into text, and makes text safe to store.
 
-The export's ``content`` objects vary by ``content_type`` (research/export-format.md §2). What
+The export's ``content`` objects vary by ``content_type`` (docs/export-format.md). What
 carries dialogue is: string ``parts``, the ``text`` of dict parts (voice chats keep their words in
-``audio_transcription`` parts), and, for types without parts, a ``text`` field. Image parts
-become ``[image]`` so that a message that was only a picture still counts as a message; audio
-parts add nothing because their transcription part carries the words.
+``audio_transcription`` parts), and, for types without parts, a ``text`` field. Image parts, and
+real video frames, become ``[image]`` so that a message that was only a picture still counts as
+a message; audio parts (``audio_asset_pointer``, and the real-time pointer of a voice turn when
+it carries no video) add nothing because their transcription part carries the words.
 
 Every function here is total over arbitrary JSON values: wrong types are ignored, never raised on.
 """
 
 from __future__ import annotations
 
-from soulworker.pipeline.citations import CITATION_START_BYTES, strip_citations
+from soulworker.pipeline.citations import (
+    BRACKET_START_BYTES,
+    MARKER_PREFIX_BYTES,
+    has_markers,
+    strip_citations,
+)
 
 IMAGE_PLACEHOLDER = "[image]"
 """What an image part becomes: short, and recognisable to the model as "a picture was here"."""
@@ -68,10 +74,24 @@ def content_text(content: dict[str, object]) -> str:
     return text if isinstance(text, str) else ""
 
 
+REAL_TIME_POINTER = "real_time_user_audio_video_asset_pointer"
+"""The part a voice-mode user turn carries besides its transcription: an audio recording, and
+video frames only when the camera was on (``frames_asset_pointers`` non-empty or a
+``video_container_asset_pointer``). Its type name says "video" either way."""
+
+
 def _is_visual(part: dict[str, object]) -> bool:
-    """Whether a dict part is a picture (image or video frames), as opposed to audio or data."""
+    """Whether a dict part is a picture (an image, or real video), as opposed to audio or data.
+
+    A voice turn's real-time pointer is a picture only when it holds video: with an empty frame
+    list and no video container it is audio, whose words are in the transcription part.
+    """
     kind = part.get("content_type")
     if isinstance(kind, str):
+        if kind == REAL_TIME_POINTER:
+            return bool(part.get("frames_asset_pointers")) or bool(
+                part.get("video_container_asset_pointer")
+            )
         return "image" in kind or "video" in kind
     return "asset_pointer" in part
 
@@ -127,7 +147,8 @@ def finalize_text(text: str, max_bytes: int) -> tuple[str, bool]:
     """``text`` made storable, and whether it had to be truncated.
 
     Removes NUL characters (Postgres ``text`` refuses them), replaces lone surrogates (which
-    JSON escapes can produce and UTF-8 cannot encode) with U+FFFD, strips citation markers,
+    JSON escapes can produce and UTF-8 cannot encode) with U+FFFD, strips citation, highlight
+    and entity markers (``citations``) in every message,
     strips surrounding whitespace, and cuts text longer than ``max_bytes`` UTF-8 bytes on a
     character boundary, ending it with ``TRUNCATION_MARKER``; the result is never longer than
     ``max_bytes`` bytes.
@@ -148,7 +169,7 @@ def finalize_text(text: str, max_bytes: int) -> tuple[str, bool]:
         encoded = text.encode("utf-8")
     if b"\x00" in encoded:
         text = text.replace("\x00", "")
-    if CITATION_START_BYTES[0] in encoded or CITATION_START_BYTES[1] in encoded:
+    if MARKER_PREFIX_BYTES in encoded or BRACKET_START_BYTES in encoded:
         text = strip_citations(text)
     text = text.strip()
     if len(encoded) <= max_bytes:  # stripping only shortens
@@ -168,7 +189,8 @@ def repair_surrogates(text: str) -> str:
 
 def clean_line(value: object, max_chars: int) -> str:
     """A one-line, storable rendering of a short field (a title): whitespace runs collapsed,
-    NULs and lone surrogates removed, at most ``max_chars`` characters; ``""`` for non-text.
+    NULs, lone surrogates and markers removed, at most ``max_chars`` characters; ``""`` for
+    non-text.
 
     Integers are rendered (a numeric title is still a name); booleans, floats and containers
     are not text.
@@ -178,12 +200,14 @@ def clean_line(value: object, max_chars: int) -> str:
     text = value if isinstance(value, str) else str(value)
     if "\x00" in text:
         text = text.replace("\x00", "")
-    text = " ".join(text.split())
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = repair_surrogates(text)
+        if has_markers(text):  # never seen in a title, but no marker is ever stored
+            text = strip_citations(text)
+    text = " ".join(text.split())
     if len(text) > max_chars:
         text = text[: max_chars - 1].rstrip() + "…"
     return text

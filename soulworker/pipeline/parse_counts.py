@@ -19,6 +19,10 @@ class ParseCounts:
     skipped_items: int = 0  # array items that are not objects at all
     unknown_content_types: Counter[str] = field(default_factory=Counter)
     bad_conversation_reasons: Counter[str] = field(default_factory=Counter)
+    # Canvas documents kept as messages, and Canvas calls that could not be replayed (their
+    # document keeps its last good text): counted for every copy read, like bad entries.
+    canvas_documents: int = 0
+    canvas_updates_not_applied: int = 0
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -32,4 +36,6 @@ class ParseCounts:
             "skipped_items": self.skipped_items,
             "unknown_content_types": dict(sorted(self.unknown_content_types.items())),
             "bad_conversation_reasons": dict(sorted(self.bad_conversation_reasons.items())),
+            "canvas_documents": self.canvas_documents,
+            "canvas_updates_not_applied": self.canvas_updates_not_applied,
         }

@@ -76,11 +76,14 @@ class ParsePass:
     def _linearize(self, raw: Any) -> Conversation | None:
         counts = self.counts
         try:
-            return linearize(raw, max_message_bytes=self.max_message_bytes)
+            conversation = linearize(raw, max_message_bytes=self.max_message_bytes)
         except BadConversation as bad:
             counts.bad_conversations += 1
             counts.bad_conversation_reasons[bad.code] += 1
             return None
+        counts.canvas_documents += conversation.stats.canvas_documents
+        counts.canvas_updates_not_applied += conversation.stats.canvas_updates_not_applied
+        return conversation
 
     async def _keep(self, conversation: Conversation) -> None:
         counts = self.counts

@@ -192,9 +192,10 @@ def test_an_export_becomes_chunks_counts_and_a_complete_profile(
     summary = write_export(export, config, collect_facts=True)
     assert summary.expected is not None
     assert summary.duplicates, "the export repeats some conversations"
-    # Entries that are no conversation at all, among the real ones: counted, skipped.
+    # Entries that are no conversation at all, among the real ones: counted, skipped. (A
+    # conversation without an id is not among them: it is imported under a derived id.)
     items = json.loads(export.read_text(encoding="utf-8"))
-    items[3:3] = [{"title": "no id"}, {"id": "bad", "mapping": "not a tree"}, 7, None]
+    items[3:3] = [{"id": "bad", "mapping": [1, 2]}, {"id": "bad", "mapping": "not a tree"}, 7, None]
     export.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     summary.file_bytes = export.stat().st_size
 

@@ -1,14 +1,18 @@
 """Deterministic generator of realistic ChatGPT data exports, for tests and benchmarks.
 
-The conversations look like the real ones described in ``research/export-format.md`` (§2 the
-structure, §3 the pitfalls, §4 the public fixtures, §5 the size distribution): a ``mapping`` of
+The conversations look like the real ones described in ``docs/export-format.md`` (the
+structure, the pitfalls, the size distribution): a ``mapping`` of
 nodes linked by ``parent``, edit and regeneration branches with ``current_node`` in the newest
 one, hidden system nodes listed before the root, tool traffic (python ``code`` and
 ``execution_output``, browsing ``tether_browsing_display`` / ``sonic_webpage`` / ``tether_quote``),
 reasoning ``thoughts`` and ``reasoning_recap``, voice ``audio_transcription`` parts, image
 pointers, custom instructions, ``bio`` memory writes, bulky citation metadata, and the defects
 real exports have (no ``children``, missing or dangling ``current_node``, null titles, messages
-without ``metadata``, unknown content types, duplicates across shards).
+without ``metadata``, unknown content types, duplicates across shards). Four traits are off
+by default, so that exports generated before they existed keep their exact bytes: voice turns
+with the camera on (``VOICE_VIDEO``), highlight and entity markers outside citations
+(``HIGHLIGHTS``), Canvas documents created and edited with ``canmore`` calls (``CANVAS``), and
+conversations without an id (``MISSING_ID``); turn them on with ``rates``.
 
 Public API
 ----------
@@ -49,7 +53,8 @@ Determinism: conversation ``i`` of seed ``s`` depends only on ``(s, i)``, never 
 size target or the other conversations, so a test can regenerate any one of them alone
 (``generate_conversation(conversation_rng(config, i), config, i)``). Duplicates
 (``DuplicateKind``) are conversation ``i`` again, with one more exchange and/or another
-``update_time``; the summary's ``expected`` holds the copy that must win (DESIGN §12).
+``update_time``; the summary's ``expected`` holds the copy that must win (newest
+``update_time``, then the larger mapping, then the later copy).
 
 Sizes follow the real distribution: p50 ~31 KB and p99 ~350 KB per conversation (a log-normal
 target, ``DEFAULT_MEDIAN_CONVERSATION_BYTES`` and ``DEFAULT_SIZE_SIGMA``).
@@ -62,6 +67,7 @@ import gzip
 import json
 import math
 import random
+import re
 import time
 import uuid
 import zipfile
@@ -139,6 +145,10 @@ class Feature(enum.Enum):
     HUGE_MESSAGES = "huge_messages"  # 50 KB messages
     MANY_MESSAGES = "many_messages"  # conversations with 1,200+ messages
     DUPLICATES = "duplicates"  # the same conversation id again, other update_time
+    VOICE_VIDEO = "voice_video"  # a voice turn with the camera on: real video frames
+    HIGHLIGHTS = "highlights"  # \ue203…\ue204\ue206 highlights and entity markers, no citation
+    CANVAS = "canvas"  # canmore.create_textdoc / update_textdoc calls and their replies
+    MISSING_ID = "missing_id"  # a conversation without "id" and "conversation_id"
 
 
 DEFAULT_RATES: Mapping[Feature, float] = {
@@ -169,6 +179,12 @@ DEFAULT_RATES: Mapping[Feature, float] = {
     Feature.HUGE_MESSAGES: 0.002,  # per message
     Feature.MANY_MESSAGES: 0.001,
     Feature.DUPLICATES: 0.01,
+    # Off by default (see the module docstring); realistic rates when turned on: one export in
+    # the field had 26 of 491 conversations with Canvas.
+    Feature.VOICE_VIDEO: 0.0,  # per user voice message
+    Feature.HIGHLIGHTS: 0.0,  # per plain answer
+    Feature.CANVAS: 0.0,  # per exchange
+    Feature.MISSING_ID: 0.0,
 }
 
 
@@ -188,7 +204,7 @@ class ExportForm(enum.Enum):
 
 
 class DuplicateKind(enum.Enum):
-    """How a duplicated conversation's two copies differ (DESIGN §12 "Duplicates")."""
+    """How a duplicated conversation's two copies differ (see ``_wins`` for the rule)."""
 
     NEWER_LATER = "newer_later"  # the later copy has one more turn and a newer update_time
     NEWER_EARLIER = "newer_earlier"  # the first copy is the newer one
@@ -233,7 +249,9 @@ class ExpectedMessage:
     """One dialogue message a correct linearizer produces (after merging continued answers).
 
     ``parts`` are the text pieces in order, citation markers removed and images as
-    ``"[image]"``; ``raw_parts`` are the same pieces as written in the export.
+    ``"[image]"``; ``raw_parts`` are the same pieces as written in the export. A Canvas
+    document (``canvas``) is a message of its own whose one part is the exact text expected;
+    its ``raw_parts`` are its final text, which no node holds verbatim when it was edited.
     """
 
     role: str
@@ -241,6 +259,7 @@ class ExpectedMessage:
     parts: tuple[str, ...]
     raw_parts: tuple[str, ...]
     create_time: float | None
+    canvas: bool = False  # a Canvas document: "[canvas: NAME]" and its final text, one part
 
 
 @dataclass(frozen=True)
@@ -286,6 +305,9 @@ class ConversationFacts:
     has_children: bool
     image_parts: int
     voice_parts: int
+    has_id: bool = True  # False: the export gives no id; the reader must derive one
+    canvas_documents: tuple[str, ...] = ()  # the final canvas messages, exactly as expected
+    canvas_failed_calls: int = 0  # updates ChatGPT refused ("Failed with error")
 
 
 @dataclass(frozen=True)
@@ -343,6 +365,9 @@ _WORD_TEXT = (
     "father sister brother dog cat neighbour city village mountain river"
 )
 _WORDS = tuple(_WORD_TEXT.split())
+
+_TAG = re.compile(r"\(#\d+\.\d+\)")
+"""The unique tag that ends every generated text (see ``_Builder.tag``)."""
 """The vocabulary of generated prose: everyday and technical words."""
 
 _CODE_SNIPPETS = (
@@ -381,6 +406,15 @@ _DOMAINS = (
     "reuters.com",
     "healthline.com",
 )
+
+_ENTITIES = (
+    ("city", "Lyon"),
+    ("people", "Lovelace"),
+    ("company", "Anthropic"),
+    ("place", "Yosemite"),
+    ("book", "Dune"),
+)
+"""Entity markers the generator writes: one-word names, so no marker ever holds a space."""
 
 _MODELS = ("gpt-4o", "gpt-4", "gpt-4o-mini", "o3", "gpt-5", "text-davinci-002-render-sha")
 
@@ -502,22 +536,38 @@ class Persona:
 # One conversation
 
 
+def _template(text: str) -> str:
+    """``text`` as a replacement template that expands to itself."""
+    return text.replace("\\", "\\\\")
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _strip_markers(text: str) -> str:
-    # The generator only writes markers it knows the clean form of; see _cite_marker.
+    # The generator only writes markers it knows the clean form of (see cite and highlight):
+    # citations right after a full stop, entities that show a one-word name, highlights.
     out = text
     while "\ue200" in out:
         start = out.index("\ue200")
         end = out.index("\ue201", start)
-        out = out[:start] + out[end + 1 :]
+        kind, _, payload = out[start + 1 : end].partition("\ue202")
+        words = json.loads(payload)[1] if kind == "entity" else ""
+        out = out[:start] + words + out[end + 1 :]
     while "\u3010" in out:
         start = out.index("\u3010")
         end = out.index("\u3011", start)
         out = out[:start] + out[end + 1 :]
+    for highlight in ("\ue203", "\ue204", "\ue206"):
+        out = out.replace(highlight, "")
     return out
+
+
+@dataclass
+class _CanvasDoc:
+    name: str
+    text: str
 
 
 @dataclass
@@ -563,6 +613,12 @@ class _Builder:
         self.image_parts = 0
         self.voice_parts = 0
         self.unicode_rate = config.rate(Feature.UNICODE)
+        self.dead_depth = 0  # > 0 while a branch that will not be on the thread is generated
+        self.documents: dict[str, _CanvasDoc] = {}  # by textdoc_id, their state on the thread
+        self.current_document: str | None = None
+        self.canvas_writes: list[tuple[str, str]] = []  # (node id, textdoc_id), thread order
+        self.canvas_texts: list[str] = []  # every text a document ever had (for dead checks)
+        self.canvas_failed_calls = 0
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -759,6 +815,7 @@ class _Builder:
             pointer,
         ]
         if role == "user" and self.rng.random() < 0.3:
+            # The voice turn's own pointer: audio only, though its type name says video.
             parts.append(
                 {
                     "content_type": "real_time_user_audio_video_asset_pointer",
@@ -768,14 +825,36 @@ class _Builder:
                     "audio_start_timestamp": 1.5,
                 }
             )
+        expected: tuple[str, ...] = (text,)
+        metadata: JSON = {"voice_mode_message": True}
+        if role == "user" and self.chance(Feature.VOICE_VIDEO):
+            # The camera was on: video frames, which the UI shows as pictures.
+            self.features.add(Feature.VOICE_VIDEO)
+            frames = [
+                f"sediment://file_{self.rng.getrandbits(128):032x}"
+                for _ in range(self.rng.randint(1, 3))
+            ]
+            parts.append(
+                {
+                    "content_type": "real_time_user_audio_video_asset_pointer",
+                    "expiry_datetime": "2026-04-28T23:10:53.486854+00:00",
+                    "frames_asset_pointers": frames,
+                    "video_container_asset_pointer": None,
+                    "audio_asset_pointer": pointer,
+                    "audio_start_timestamp": 3.25,
+                }
+            )
+            metadata["real_time_audio_has_video"] = True
+            expected = (text, "[image]")
+            self.image_parts += 1
         self.voice_parts += 1
         message = self.message(
             role,
             {"content_type": "multimodal_text", "parts": parts},
             create_time=self.tick(),
-            metadata={"voice_mode_message": True},
+            metadata=metadata,
         )
-        return self.add(parent, message, dialogue_parts=(text,))
+        return self.add(parent, message, dialogue_parts=expected)
 
     def unknown_message(self, parent: str, role: str, chars: int) -> str:
         self.features.add(Feature.UNKNOWN_CONTENT_TYPES)
@@ -808,6 +887,8 @@ class _Builder:
             return self.file_search_flow(node)
         if self.chance(Feature.IMAGE_GENERATION):
             return self.image_generation_flow(node)
+        if self.chance(Feature.CANVAS):
+            return self.canvas_flow(node)
         if self.chance(Feature.UNKNOWN_CONTENT_TYPES):
             return self.unknown_message(node, "assistant", 600)
         chars = int(300 + roll() * roll() * 4000)
@@ -819,6 +900,8 @@ class _Builder:
         text = self.text(chars)
         if citations:
             text = self.cite(text)
+        elif self.chance(Feature.HIGHLIGHTS):
+            text = self.highlight(text)
         if self.chance(Feature.CONTINUATIONS) and len(text) > 200:
             self.features.add(Feature.CONTINUATIONS)
             # Cut at a space: markers and tags contain none, so neither is split.
@@ -869,6 +952,16 @@ class _Builder:
             out.append(f"{piece}.{marker} ")
         out.append(pieces[-1])
         return "".join(out)
+
+    def highlight(self, text: str) -> str:
+        """``text`` with a highlighted span and an entity marker, and no citation: the UI
+        shows the span's words and the entity's name, nothing else."""
+        self.features.add(Feature.HIGHLIGHTS)
+        body, _, tag = text.rpartition(" ")
+        category, name = self.rng.choice(_ENTITIES)
+        payload = json.dumps([category, name, ""], separators=(",", ":"))
+        entity = f"\ue200entity\ue202{payload}\ue201"
+        return f"{entity}: \ue203{body}\ue204\ue206 {tag}"
 
     def reasoning(self, parent: str) -> str:
         self.features.add(Feature.REASONING)
@@ -1189,6 +1282,140 @@ class _Builder:
         node = self.add(node, quote, hidden_texts=(quote_text,))
         return self.answer(node, 800, citations=True)
 
+    def canvas_flow(self, parent: str) -> str:
+        """Canvas work: a document created, or the current one edited, between two answers.
+
+        Calls on a dead branch never change the documents' state on the thread (they are
+        what the linearizer must ignore). The state is replayed here with Python's ``re`` on
+        the generator's own, harmless patterns, so the facts hold the exact final text.
+        """
+        self.features.add(Feature.CANVAS)
+        node = parent
+        if self.rng.random() < 0.5:
+            node = self.answer(node, 120)
+        live = self.dead_depth == 0
+        if not self.documents or self.rng.random() < 0.35:
+            node = self.canvas_create(node, live)
+        else:
+            node = self.canvas_update(node, live)
+        return self.answer(node, 200)
+
+    def canvas_text(self) -> str:
+        paragraphs = [self.text(int(80 + self.rng.random() * 500)) for _ in range(3)]
+        text = "\n\n".join(paragraphs)
+        self.canvas_texts.append(text)
+        return text
+
+    def canvas_call(self, parent: str, recipient: str, arguments: JSON) -> str:
+        encoded = json.dumps(arguments, ensure_ascii=False)
+        if self.rng.random() < 0.3:  # 2024 exports: a "code" content with the JSON as its text
+            content: JSON = {"content_type": "code", "language": "json", "text": encoded}
+        else:  # 2025+: a text content with the JSON as its only part
+            content = {"content_type": "text", "parts": [encoded]}
+        call = self.message(
+            "assistant", content, recipient=recipient, create_time=self.tick(), end_turn=False
+        )
+        return self.add(parent, call, hidden_texts=())
+
+    def canvas_reply(
+        self, parent: str, name: str, textdoc_id: str | None, title: str, *, failed: bool = False
+    ) -> str:
+        command = name.split(".", 1)[1]
+        metadata: JSON = {"command": command}
+        if failed:
+            text = (
+                "Failed with error. Fix the error and try again before replying to the user.\n\n"
+                "updates.0.pattern: pattern not found in the document: /x/ pattern must be a "
+                "python regular expression with valid escape sequences"
+            )
+        elif self.rng.random() < 0.3:  # 2024 exports: the id in JSON text, no canvas metadata
+            verb = "created" if command == "create_textdoc" else "updated"
+            text = json.dumps(
+                {"result": f"Successfully {verb} text document", "textdoc_id": textdoc_id}
+            )
+        else:
+            if command == "create_textdoc":
+                text = (
+                    f"Successfully created text document '{title}' which will be referenced in "
+                    f"all future messages with the unique identifier textdoc_id: '{textdoc_id}'"
+                )
+            else:
+                text = f"Successfully updated text document with textdoc_id '{textdoc_id}'"
+            metadata["canvas"] = {
+                "create_source": "system_hint_canvas",
+                "textdoc_id": textdoc_id,
+                "textdoc_type": "document",
+                "title": title,
+                "version": self.rng.randint(1, 9),
+            }
+        reply = self.message(
+            "tool",
+            {"content_type": "text", "parts": [text]},
+            name=name,
+            create_time=self.tick(),
+            metadata=metadata,
+            weight=0.0,
+        )
+        return self.add(parent, reply)
+
+    def canvas_create(self, parent: str, live: bool) -> str:
+        name = self.pool.sentence(self.rng)[:40].rstrip(" .") or "Draft"
+        text = self.canvas_text()
+        textdoc_id = f"{self.rng.getrandbits(128):032x}"
+        arguments = {"name": name, "type": "document", "content": text}
+        node = self.canvas_call(parent, "canmore.create_textdoc", arguments)
+        if live:
+            self.documents[textdoc_id] = _CanvasDoc(name, text)
+            self.current_document = textdoc_id
+            self.canvas_writes.append((node, textdoc_id))
+        return self.canvas_reply(node, "canmore.create_textdoc", textdoc_id, name.title())
+
+    def canvas_update(self, parent: str, live: bool) -> str:
+        # Mostly the document written last; sometimes another, named only by the reply.
+        textdoc_id = self.current_document
+        if len(self.documents) > 1 and self.rng.random() < 0.3:
+            textdoc_id = self.rng.choice(sorted(self.documents))
+        assert textdoc_id is not None
+        document = self.documents[textdoc_id]
+        roll = self.rng.random()
+        update: JSON
+        if roll < 0.1:
+            # A call ChatGPT refused: nothing changes.
+            update = {"pattern": "no such passage", "multiple": False, "replacement": "x"}
+            node = self.canvas_call(parent, "canmore.update_textdoc", {"updates": [update]})
+            self.canvas_failed_calls += live
+            return self.canvas_reply(
+                node, "canmore.update_textdoc", None, document.name, failed=True
+            )
+        paragraphs = document.text.split("\n\n")
+        chosen = self.rng.choice(paragraphs)
+        fresh = self.canvas_text()
+        if roll < 0.5:
+            # The whole rewrite the model is told to use.
+            update = {"pattern": ".*", "multiple": False, "replacement": _template(fresh)}
+        elif roll < 0.8 or len(chosen) < 40:
+            # A quoted passage, escaped.
+            update = {"pattern": re.escape(chosen), "replacement": _template(fresh)}
+        else:
+            # The start and end of a passage with a lazy gap between, keeping the middle.
+            update = {
+                "pattern": re.escape(chosen[:15]) + "(.*?)" + re.escape(chosen[-15:]),
+                "multiple": self.rng.random() < 0.5,
+                "replacement": _template(fresh[:40]) + "\\1" + _template(fresh[-40:]),
+            }
+        node = self.canvas_call(parent, "canmore.update_textdoc", {"updates": [update]})
+        if live:
+            compiled = re.compile(update["pattern"], re.DOTALL)
+            document.text = compiled.sub(
+                lambda match: match.expand(update["replacement"]),
+                document.text,
+                count=0 if update.get("multiple") else 1,
+            )
+            self.canvas_texts.append(document.text)
+            self.current_document = textdoc_id
+            self.canvas_writes.append((node, textdoc_id))
+        return self.canvas_reply(node, "canmore.update_textdoc", textdoc_id, document.name)
+
     def image_generation_flow(self, parent: str) -> str:
         self.features.add(Feature.IMAGE_GENERATION)
         prompt = self.pool.sentence(self.rng) + " " + self.tag()
@@ -1297,16 +1524,20 @@ class _Builder:
         if branch and self.rng.random() < 0.5:
             # Edit: the original user message (and its answer) become a dead branch.
             self.features.add(Feature.BRANCHES)
+            self.dead_depth += 1
             dead_user = self.user_message(parent, voice, user_chars)
             dead_end = self.assistant_turn(dead_user, voice)
             if self.rng.random() < 0.3:
                 self.exchange(dead_end, voice, user_chars)
+            self.dead_depth -= 1
             self.tick(30, 600)
         user = self.user_message(parent, voice, user_chars)
         if branch and self.rng.random() < 0.5:
             # Regenerate: the first answer becomes a dead branch.
             self.features.add(Feature.BRANCHES)
+            self.dead_depth += 1
             self.assistant_turn(user, voice)
+            self.dead_depth -= 1
             self.tick(5, 120)
         return self.assistant_turn(user, voice)
 
@@ -1365,14 +1596,39 @@ def _finish(b: _Builder, conversation_id: str, leaf: str) -> GeneratedConversati
     path.reverse()
     on_path = set(path)
 
+    # Each Canvas document is expected once, where it was last written on the thread.
+    last_write = {textdoc_id: node_id for node_id, textdoc_id in b.canvas_writes}
+    placed = {node_id: textdoc_id for textdoc_id, node_id in last_write.items()}
+    canvas_documents: list[str] = []
+
     messages: list[ExpectedMessage] = []
     hidden: list[str] = []
     for node_id in path:
         node = b.nodes[node_id]
         hidden.extend(node.hidden_texts)
+        if node_id in placed:
+            document = b.documents[placed[node_id]]
+            text = f"[canvas: {' '.join(document.name.split())}]\n{document.text}"
+            canvas_documents.append(text)
+            assert node.message is not None
+            messages.append(
+                ExpectedMessage(
+                    role="assistant",
+                    node_ids=(node_id,),
+                    parts=(text,),
+                    raw_parts=(document.text,),
+                    create_time=node.message["create_time"],
+                    canvas=True,
+                )
+            )
         if node.dialogue is None:
             continue
-        if messages and messages[-1].role == "assistant" and node.dialogue.role == "assistant":
+        if (
+            messages
+            and messages[-1].role == "assistant"
+            and not messages[-1].canvas
+            and node.dialogue.role == "assistant"
+        ):
             last = messages[-1]
             messages[-1] = replace(
                 last,
@@ -1382,6 +1638,11 @@ def _finish(b: _Builder, conversation_id: str, leaf: str) -> GeneratedConversati
             )
         else:
             messages.append(node.dialogue)
+    # The tags of every text a document had but no longer has must not be anywhere.
+    final_tags = set(_TAG.findall("\n".join(canvas_documents)))
+    hidden.extend(
+        tag for text in b.canvas_texts for tag in _TAG.findall(text) if tag not in final_tags
+    )
     dead = frozenset(n for n in b.nodes if n not in on_path)
     dead_texts = tuple(
         p for n in dead if (d := b.nodes[n].dialogue) is not None for p in d.parts if p != "[image]"
@@ -1460,6 +1721,10 @@ def _finish(b: _Builder, conversation_id: str, leaf: str) -> GeneratedConversati
             "id": conversation_id,
         }
     )
+    has_id = not lacks_id(config, b.index)
+    if not has_id:
+        b.features.add(Feature.MISSING_ID)
+        del data["id"], data["conversation_id"]
     facts = ConversationFacts(
         id=conversation_id,
         index=b.index,
@@ -1490,8 +1755,18 @@ def _finish(b: _Builder, conversation_id: str, leaf: str) -> GeneratedConversati
         has_children=has_children,
         image_parts=b.image_parts,
         voice_parts=b.voice_parts,
+        has_id=has_id,
+        canvas_documents=tuple(canvas_documents),
+        canvas_failed_calls=b.canvas_failed_calls,
     )
     return GeneratedConversation(data, facts)
+
+
+def lacks_id(config: GeneratorConfig, index: int) -> bool:
+    """Whether conversation ``index`` is written without an id: a function of the seed and the
+    index alone, so both copies of a duplicated conversation agree."""
+    rate = config.rate(Feature.MISSING_ID)
+    return rate > 0.0 and random.Random(f"{config.seed}:missing-id:{index}").random() < rate
 
 
 def conversation_rng(config: GeneratorConfig, index: int) -> random.Random:
@@ -1564,6 +1839,9 @@ def iter_export(
         )
         if duplicate:
             kind = plan_rng.choice(list(DuplicateKind))
+            if lacks_id(config, index):
+                # Without an id, only identical copies are recognisably the same conversation.
+                kind = DuplicateKind.IDENTICAL
             first_is_newer = kind is DuplicateKind.NEWER_EARLIER
             pending.append((position + plan_rng.randint(1, 40), index, kind, not first_is_newer))
             made = make(index, first_is_newer, kind)
@@ -1619,7 +1897,7 @@ def _record(summary: ExportSummary, item: GeneratedConversation, size: int) -> N
 
 
 def _wins(new: ConversationFacts, held: ConversationFacts) -> bool:
-    """DESIGN §12: newest update_time, then the larger mapping, then the later one read."""
+    """Newest update_time, then the larger mapping, then the later one read."""
     if new.update_time != held.update_time:
         return new.update_time > held.update_time
     return new.node_count >= held.node_count

@@ -317,7 +317,7 @@ async def test_bad_entries_are_counted_and_skipped(
     export = write_json(
         tmp_path / "conversations.json",
         [
-            {"title": "no id at all", "mapping": {}},
+            {"title": "no id and no dialogue: a conversation, not a bad entry", "mapping": {}},
             {"id": "m", "title": "mapping of the wrong type", "mapping": [1, 2]},
             42,
             "not a conversation",
@@ -326,8 +326,9 @@ async def test_bad_entries_are_counted_and_skipped(
     )
     job = await claimed_job(conn, store)
     run = await parse(store, settings, job, export)
-    assert run.result["bad_conversations"] == 2
-    assert run.result["bad_conversation_reasons"] == {"bad_mapping": 1, "no_id": 1}
+    assert run.result["bad_conversations"] == 1
+    assert run.result["bad_conversation_reasons"] == {"bad_mapping": 1}
     assert run.result["skipped_items"] == 2
     assert run.result["conversations"] == 1
+    assert run.result["conversations_without_dialogue"] == 1
     assert [row["conversation_id"] for row in await chunks_of(conn, job.id)] == ["ok"]

@@ -200,6 +200,22 @@ EVIDENCE: dict[Feature, Callable[[dict[str, Any], ConversationFacts], bool]] = {
     ),
     Feature.HUGE_MESSAGES: lambda d, f: any(len(p) >= 50_000 for m in f.messages for p in m.parts),
     Feature.MANY_MESSAGES: lambda d, f: len(f.messages) >= 1200,
+    Feature.VOICE_VIDEO: lambda d, f: any(
+        p.get("content_type") == "real_time_user_audio_video_asset_pointer"
+        and p.get("frames_asset_pointers")
+        for p in dict_parts(d)
+    ),
+    Feature.HIGHLIGHTS: lambda d, f: any(
+        "\ue203" in part and "\ue200entity\ue202" in part and "\ue200cite" not in part
+        for m in f.messages
+        for part in m.raw_parts
+    ),
+    Feature.CANVAS: lambda d, f: (
+        any(m["recipient"] == "canmore.create_textdoc" for m in messages(d))
+        and any(m["author"]["name"] == "canmore.create_textdoc" for m in messages(d))
+        and bool(f.canvas_documents)
+    ),
+    Feature.MISSING_ID: lambda d, f: "id" not in d and "conversation_id" not in d,
 }
 
 
@@ -214,6 +230,8 @@ def test_every_feature_appears_when_asked_for(feature: Feature) -> None:
     rates = {feature: 1.0}
     if feature is Feature.DANGLING_CURRENT_NODE:
         rates[Feature.MISSING_CURRENT_NODE] = 0.0
+    if feature is Feature.VOICE_VIDEO:
+        rates[Feature.VOICE] = 1.0  # the camera is on in voice conversations only
     generated = generate(count, seed=3, rates=rates)
     assert any(EVIDENCE[feature](data, facts) for data, facts in generated), feature
     assert any(feature in facts.features for _, facts in generated)
@@ -257,7 +275,7 @@ def test_duplicates_repeat_an_id_and_the_summary_names_the_winner(tmp_path: Path
     for key in duplicated:
         first, second = by_id[key]
         winner = summary.expected[key]
-        # DESIGN §12: newest update_time wins; a tie goes to the larger mapping.
+        # The newest update_time wins; a tie goes to the larger mapping.
         ranked = max((first, second), key=lambda c: (c["update_time"], len(c["mapping"])))
         assert winner.update_time == ranked["update_time"]
         assert winner.node_count == len(ranked["mapping"])
@@ -300,6 +318,8 @@ def test_facts_describe_the_thread_a_correct_walk_finds() -> None:
                 for key in message.node_ids
                 for text in strings(mapping[key]["message"]["content"])
             ]
+            if message.canvas:
+                continue  # an edited document's final text is in no node: checked elsewhere
             for raw in message.raw_parts:
                 assert raw == "[image]" or raw in texts
         dialogue = " ".join(part for message in facts.messages for part in message.parts)
@@ -308,13 +328,54 @@ def test_facts_describe_the_thread_a_correct_walk_finds() -> None:
 
 
 def test_citation_markers_are_only_in_the_raw_parts() -> None:
-    for _, facts in generate(8, seed=1, rates={Feature.BROWSING: 1.0}):
+    rates = {Feature.BROWSING: 1.0, Feature.HIGHLIGHTS: 1.0}
+    for _, facts in generate(8, seed=1, rates=rates):
         for message in facts.messages:
             for raw, clean in zip(message.raw_parts, message.parts, strict=True):
-                assert "\ue200" not in clean
+                assert not any(0xE200 <= ord(char) <= 0xE206 for char in clean)
                 assert "\u3010" not in clean
                 if raw != clean:
                     assert len(clean) < len(raw)
+
+
+def test_the_traits_added_for_real_exports_are_off_by_default() -> None:
+    """Exports generated before they existed keep their bytes (benchmarks stay comparable)."""
+    added = (Feature.VOICE_VIDEO, Feature.HIGHLIGHTS, Feature.CANVAS, Feature.MISSING_ID)
+    for data, facts in generate(40, seed=2):
+        assert not set(added) & facts.features
+        assert "id" in data and facts.has_id and not facts.canvas_documents
+
+
+def test_canvas_facts_hold_each_document_once_with_its_final_text() -> None:
+    rates = {Feature.CANVAS: 0.6, Feature.BRANCHES: 0.3}
+    seen_update = seen_dead = 0
+    for data, facts in generate(30, seed=4, rates=rates):
+        calls = [m for m in messages(data) if str(m["recipient"]).startswith("canmore.")]
+        seen_update += any(m["recipient"] == "canmore.update_textdoc" for m in calls)
+        seen_dead += any(
+            key in facts.dead_branch_nodes
+            for key, node in data["mapping"].items()
+            if node["message"] is not None and node["message"]["recipient"].startswith("canmore.")
+        )
+        canvas = [m for m in facts.messages if m.canvas]
+        assert [m.parts[0] for m in canvas] == list(facts.canvas_documents)
+        for message in canvas:
+            assert message.parts[0].startswith("[canvas: ")
+            assert message.parts[0].endswith(message.raw_parts[0])
+    assert seen_update and seen_dead, "edits, and calls on dead branches, both occur"
+
+
+def test_an_id_less_conversation_is_duplicated_only_as_an_identical_copy(tmp_path: Path) -> None:
+    rates = {Feature.MISSING_ID: 0.5, Feature.DUPLICATES: 0.5}
+    config = GeneratorConfig(seed=5, conversations=40, rates=rates)
+    summary = write_export(tmp_path / "noid.json", config, collect_facts=True)
+    items = json.loads(summary.path.read_bytes())
+    id_less = [json.dumps(item, sort_keys=True) for item in items if "id" not in item]
+    assert len(id_less) > len(set(id_less)) > 0, "some id-less conversations are repeated"
+    assert summary.expected is not None
+    for key, kind in summary.duplicates.items():
+        if not summary.expected[key].has_id:
+            assert kind is DuplicateKind.IDENTICAL
 
 
 # -- output forms ---------------------------------------------------------------------------

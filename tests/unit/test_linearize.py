@@ -1,4 +1,4 @@
-"""One test per linearizing rule (DESIGN §4, §12 "Linearizing details"), on hand-made data."""
+"""One test per linearizing rule (docs/export-format.md), on hand-made data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from soulworker.pipeline.conversation import UNTITLED, Conversation, PersonaKind
+from soulworker.pipeline.derived_ids import DERIVED_ID_PREFIX
 from soulworker.pipeline.linearize import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DROPPED_CONTENT_TYPES,
@@ -471,7 +472,7 @@ def test_an_absent_title_is_untitled() -> None:
 # --- ids, bad conversations, odd shapes ---------------------------------------------------
 
 
-def test_ids_come_from_id_then_conversation_id_then_the_fallback() -> None:
+def test_ids_come_from_id_then_conversation_id_then_the_content() -> None:
     mapping, leaf = chain(msg("user", "x"))
     raw = conv(mapping, leaf)
     del raw["id"]
@@ -479,11 +480,11 @@ def test_ids_come_from_id_then_conversation_id_then_the_fallback() -> None:
     assert linearize(raw).id == "from-conversation-id"
     raw["conversation_id"] = 12345
     assert linearize(raw).id == "12345"
-    raw["conversation_id"] = "bad\x00id"
-    assert linearize(raw, fallback_id="conv-7").id == "conv-7"
-    with pytest.raises(BadConversation) as caught:
-        linearize(raw)
-    assert caught.value.code == "no_id"
+    raw["conversation_id"] = "bad\x00id"  # unusable: treated like no id at all
+    derived = linearize(raw).id
+    assert derived.startswith(DERIVED_ID_PREFIX)
+    del raw["conversation_id"]
+    assert linearize(raw).id == derived, "the same conversation gets the same id every time"
 
 
 @pytest.mark.parametrize(
@@ -742,18 +743,37 @@ def test_a_realistic_modern_conversation() -> None:
     assert result.stats.mapping_size == 10
 
 
-def test_generated_conversations_linearize_to_their_recorded_facts() -> None:
+@pytest.mark.parametrize("realistic_extras", [False, True], ids=["defaults", "real-export-traits"])
+def test_generated_conversations_linearize_to_their_recorded_facts(
+    realistic_extras: bool,
+) -> None:
     """Smoke test over the project's export generator: dialogue, order, dropped and hidden
-    text, and persona signals all match what the generator recorded."""
-    from tests.fakes.export_generator import GeneratorConfig, iter_export
+    text, and persona signals all match what the generator recorded. With the traits of real
+    exports turned on: Canvas documents exactly, no false image for voice, no marker left."""
+    from tests.fakes.export_generator import Feature, GeneratorConfig, iter_export
 
-    config = GeneratorConfig(seed=11, conversations=120)
+    rates = {}
+    if realistic_extras:
+        rates = {
+            Feature.CANVAS: 0.3,
+            Feature.HIGHLIGHTS: 0.3,
+            Feature.VOICE: 0.2,
+            Feature.VOICE_VIDEO: 0.3,
+            Feature.MISSING_ID: 0.2,
+        }
+    config = GeneratorConfig(seed=11, conversations=120, rates=rates)
     seen_custom = seen_bio = 0
     for item in iter_export(config):
         facts = item.facts
         result = linearize(item.data)
         assert [m.role for m in result.messages] == [m.role for m in facts.messages]
+        assert result.id == facts.id if facts.has_id else result.id.startswith("derived-")
+        assert [m.text for m in result.messages if m.text.startswith("[canvas: ")] == list(
+            facts.canvas_documents
+        )
+        assert result.stats.canvas_updates_not_applied == 0
         for ours, expected in zip(result.messages, facts.messages, strict=True):
+            assert ours.text.count(IMAGE_PLACEHOLDER) == expected.parts.count(IMAGE_PLACEHOLDER)
             position = 0
             for part in expected.parts:
                 found = ours.text.find(part.strip(), position)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from soulworker.pipeline.citations import MARKER_CHARACTERS
 from soulworker.pipeline.conversation import Conversation
 from soulworker.pipeline.linearize import BadConversation, linearize
 from soulworker.pipeline.message_text import MIN_MESSAGE_BYTES
 
-EXPECTED_BAD_CODES = {"not_an_object", "no_id", "bad_mapping"}
+EXPECTED_BAD_CODES = {"not_an_object", "bad_mapping"}
 """``unexpected`` is not among them: reaching it means a rule missed an input shape."""
 
 PER_EXAMPLE = settings(
@@ -43,7 +45,20 @@ def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 TIMES = mostly(st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.integers())
 ROLES = mostly(st.sampled_from(["user", "assistant", "user", "assistant", "system", "tool"]))
-RECIPIENTS = mostly(st.sampled_from(["all", "all", "all", "bio", "python", None]))
+RECIPIENTS = mostly(
+    st.sampled_from(
+        [
+            "all",
+            "all",
+            "all",
+            "bio",
+            "python",
+            None,
+            "canmore.create_textdoc",
+            "canmore.update_textdoc",
+        ]
+    )
+)
 CONTENT_TYPES = mostly(
     st.sampled_from(
         [
@@ -59,12 +74,50 @@ CONTENT_TYPES = mostly(
     )
 )
 WORDS = st.text(alphabet=st.sampled_from("abc ."), min_size=1, max_size=20)
+PATTERNS = st.sampled_from([".*", "a", "a.*?b", "(a+)+$", "(", "\\Z", "b|c", "", "(?=a)"])
+# Canvas call arguments: a create, an update, or JSON of the wrong shape.
+CANVAS_ARGUMENTS = st.builds(
+    json.dumps,
+    st.fixed_dictionaries({}, optional={"name": mostly(TRICKY), "content": mostly(TRICKY)})
+    | st.fixed_dictionaries(
+        {
+            "updates": mostly(
+                st.lists(
+                    mostly(
+                        st.fixed_dictionaries(
+                            {"pattern": mostly(PATTERNS), "replacement": mostly(TRICKY)},
+                            optional={"multiple": mostly(st.booleans())},
+                        )
+                    ),
+                    max_size=3,
+                )
+            )
+        }
+    ),
+)
 PART = mostly(
     WORDS
     | TRICKY
+    | CANVAS_ARGUMENTS
     | st.fixed_dictionaries(
-        {"content_type": mostly(st.sampled_from(["image_asset_pointer", "audio_transcription"]))},
-        optional={"text": mostly(TRICKY), "asset_pointer": TRICKY},
+        {
+            "content_type": mostly(
+                st.sampled_from(
+                    [
+                        "image_asset_pointer",
+                        "audio_transcription",
+                        "audio_asset_pointer",
+                        "real_time_user_audio_video_asset_pointer",
+                    ]
+                )
+            )
+        },
+        optional={
+            "text": mostly(TRICKY),
+            "asset_pointer": TRICKY,
+            "frames_asset_pointers": JUNK,
+            "video_container_asset_pointer": JUNK,
+        },
     )
 )
 CONTENTS = mostly(
@@ -132,6 +185,7 @@ def check_invariants(result: Conversation) -> None:
         assert message.text
         assert message.text == message.text.strip()
         assert "\x00" not in message.text
+        assert not any(char in message.text for char in MARKER_CHARACTERS)
         message.text.encode("utf-8")  # no lone surrogates
     for signal in result.persona_signals:
         assert signal.text
