@@ -53,7 +53,7 @@ from tests.fakes.messages_api import FakeMessagesAPI  # noqa: E402
 from tests.fakes.storage_server import StorageServer  # noqa: E402
 
 EXCERPT = re.compile(r'<conversation_data index="\d+">\n(.*?)\n</conversation_data>', re.DOTALL)
-# Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (platform-facts §4).
+# Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (docs/platform.md).
 HAIKU_5_5_TOKEN_FACTOR = 1.3
 
 

@@ -8,7 +8,7 @@ this machine's.
 
     python bench/pickup_latency.py [--jobs 200] [--database-url URL]
 
-Target (DESIGN §7): median under 100 ms, p95 under 500 ms.
+Target: median under 100 ms, p95 under 500 ms (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The floor under the pipeline's throughput: the work no implementation of it can skip.
 
 ``bench/pipeline_throughput.py`` compares the whole non-model pipeline with bare ``ijson.items``
-(DESIGN §7 asks for a ratio of at least 0.6). This script measures, in the same run and on the
-same export, how fast the pipeline could possibly be: the steps every implementation must do,
+(the target is a ratio of at least 0.6; BENCHMARKS.md). This script measures, in the same run and
+on the same export, how fast the pipeline could possibly be: the steps every implementation must do,
 with everything else taken away.
 
 * **ijson**: bare ``ijson.items(f, "item", use_float=True)`` over the export's JSON (for a ZIP,
@@ -16,7 +16,7 @@ with everything else taken away.
   Storage with the real download code, as a job does.
 
 ``bare / floor`` is the best ratio any implementation of the pipeline could reach on this machine,
-with every DESIGN §4 rule free. Next to it, the same run times what the floor leaves out: the
+with every parsing rule free. Next to it, the same run times what the floor leaves out: the
 real linearizer, chunker, quick-pass sampler and persona collector over the same conversations
 (ijson's time excluded), which is what the rules cost on top of the floor. Medians over
 ``--runs`` runs, interleaved.

@@ -16,7 +16,7 @@ ijson's MB/s and the ratio. Medians over ``--runs`` runs.
 
     python bench/pipeline_throughput.py [--sizes 100MB,1GB] [--form json] [--runs 3]
 
-Targets (DESIGN §7): peak RSS under 200 MB and flat from 100 MB to 1 GB; ratio at least 0.6.
+Targets (BENCHMARKS.md): peak RSS under 200 MB and flat from 100 MB to 1 GB; ratio at least 0.6.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Connections to Postgres: pooler detection, session set-up, the pool and dedicated connections.
 
-Supabase offers three ways in (platform-facts §1). The direct host and the session pooler (port
+Supabase offers three ways in (docs/platform.md). The direct host and the session pooler (port
 5432) behave like plain Postgres. The transaction pooler (port 6543) hands each transaction to
 any backend, so prepared statements, session ``SET`` and ``LISTEN`` do not work there: with such
 a URL soulworker turns prepared statements off and polls instead of listening. Its session

@@ -92,7 +92,7 @@ HTTP_READ_TIMEOUT_SECONDS = 10.0
 """The probes are tiny requests; a healthy API answers well within this."""
 
 MIN_POSTGRES_VERSION_NUM = 150000
-"""DESIGN §2: the schema targets PostgreSQL 15+ (``server_version_num`` form)."""
+"""The schema targets PostgreSQL 15+ (docs/contract.md) (``server_version_num`` form)."""
 
 SECURE_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
 """sslmodes that never fall back to plain text (libpq's default ``prefer`` does)."""

@@ -49,7 +49,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 MIN_POSTGRES_MAJOR = 15
-"""The schema needs PostgreSQL 15+ (DESIGN §2); older servers are passed over."""
+"""The schema needs PostgreSQL 15+ (docs/contract.md); older servers are passed over."""
 
 START_TIMEOUT_SECONDS = 30.0
 """initdb plus start-up take about a second; thirty allows a slow disk or a cold cache."""

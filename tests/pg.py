@@ -1,6 +1,6 @@
 """Finding a PostgreSQL server for the tests, and giving each test a database of its own.
 
-Order (DESIGN §10):
+Order (README, "Run the tests"):
 1. ``SOULWORKER_TEST_DATABASE_URL`` when set: a server where this user may create databases.
 2. A local server on 127.0.0.1:5432 (user ``postgres``) when one answers.
 3. testcontainers, when a Docker engine is reachable.

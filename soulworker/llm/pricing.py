@@ -1,7 +1,7 @@
 """Model prices and the cost of one call. Pure functions over ``decimal.Decimal``.
 
 Prices are USD per million tokens (MTok), as the vendor publishes them. Defaults cover the
-models soulworker is expected to run on (researched Nov 2026, platform-facts §4):
+models soulworker is expected to run on (researched Nov 2026, docs/platform.md):
 
 * ``claude-haiku-4-5`` (dated id ``claude-haiku-4-5-20251001``): $1 in / $5 out. Legacy, but
   what the predecessor ran on, so the cost of a like-for-like run is known.
@@ -38,7 +38,7 @@ from soulworker.llm.usage import CallUsage
 log = structlog.get_logger(__name__)
 
 TOKENS_PER_MTOK = Decimal(1_000_000)
-# Prompt caching multipliers on the input rate (vendor pricing page, platform-facts §4).
+# Prompt caching multipliers on the input rate (vendor pricing page; docs/platform.md).
 DEFAULT_CACHE_WRITE_5M_MULTIPLIER = Decimal("1.25")
 DEFAULT_CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
 DEFAULT_CACHE_READ_MULTIPLIER = Decimal("0.1")

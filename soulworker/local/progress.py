@@ -4,8 +4,8 @@ The command polls ``import_jobs.stage`` and ``progress_percent`` (the numbers a 
 app sees, written by the same code) rather than hooking into the job: the display then shows
 what the queue really recorded, and the pipeline needs no knowledge of terminals.
 
-Download and parse progress is by bytes of the export (DESIGN §4), so bytes done, MB/s and time
-left follow from the stage's percent and the file's size. The model stages have no byte count;
+Download and parse progress is by bytes of the export (docs/pipeline.md), so bytes done, MB/s and
+time left follow from the stage's percent and the file's size. The model stages have no byte count;
 they show their own percent and a time left extrapolated from it.
 
 Two displays:
@@ -55,7 +55,7 @@ STAGES: dict[str, StageSpec] = {
     spec.name: spec for spec in (DOWNLOAD, PARSE, QUICK_PASS, EMBED, FULL_PASS, FINISH)
 }
 BYTE_STAGES = frozenset({DOWNLOAD.name, PARSE.name})
-"""Stages whose progress is by bytes of the export (DESIGN §4)."""
+"""Stages whose progress is by bytes of the export (docs/pipeline.md)."""
 
 WAITING_LABEL = "Waiting for the worker"
 DONE_LABEL = "Done"

@@ -1,6 +1,6 @@
 """Where each stored chunk's header and overlap end, so the full pass can send each piece of
 conversation text once: a chunk repeats the end of the previous one (its overlap), and the full
-pass strips that repeat (DESIGN §7: no conversation text sent twice within a stage).
+pass strips that repeat (no conversation text is sent twice within a stage; docs/pipeline.md).
 
 Kept as two compact integer arrays indexed by ``chunk_index`` (8 bytes a chunk), not as objects,
 so memory stays flat however large the export.

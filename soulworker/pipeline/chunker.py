@@ -34,7 +34,7 @@ from soulworker.pipeline.conversation import (
 )
 
 RECENT_DAYS = 180
-"""``is_recent`` means created within this many days of the job (DESIGN §2: "under 180 days")."""
+"""``is_recent``: created within this many days of the job (docs/contract.md: "under 180 days")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ MESSAGE_SEPARATOR = "\n"
 
 def conversation_created_at(conversation: Conversation, fallback: datetime) -> datetime:
     """The chunk time: the conversation's creation time, else its update time, else its earliest
-    message time, else ``fallback`` (the job's start) — DESIGN §12 "Chunk fields"."""
+    message time, else ``fallback`` (the job's start); docs/contract.md."""
     moment = epoch_to_datetime(conversation.first_known_time)
     return moment if moment is not None else fallback
 

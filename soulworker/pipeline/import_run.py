@@ -47,7 +47,7 @@ class ImportRun:
 
     @property
     def job_started(self) -> datetime:
-        """The fallback time for conversations without any (DESIGN §12): the job's creation."""
+        """The fallback time of conversations without any (docs/contract.md): the job's creation."""
         return self.ctx.job.created_at
 
     def store_connection(self) -> AbstractAsyncContextManager[Connection]:

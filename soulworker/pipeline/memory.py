@@ -1,6 +1,6 @@
 """Facts from the full pass: merged, deduplicated, and rendered by our code as MEMORY markdown.
 
-Categories and their headings are fixed (DESIGN §4): Preferences, Projects, Important Dates,
+Categories and their headings are fixed (docs/pipeline.md): Preferences, Projects, Important Dates,
 Beliefs & Values, Decisions & Context, each with "No data yet." when empty. Duplicates are found
 by a normalized key (case, whitespace and trailing punctuation ignored; projects by name, dates by
 event and date, decisions by the decision), keeping the first occurrence, which comes from the

@@ -1,4 +1,4 @@
-"""The stages of an import, their progress ranges and labels (DESIGN §4), and progress within one.
+"""An import's stages, their progress ranges and labels (docs/pipeline.md), and progress in one.
 
 A stage reports how far it is as a fraction of its own work; :class:`StageProgress` maps that into
 the job's 0–100 range and hands it to the queue, which throttles the writes.

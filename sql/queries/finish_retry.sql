@@ -1,5 +1,5 @@
 -- The attempt failed and another is allowed: back to the queue after the backoff delay, with the
--- error recorded. The profile is left as it is (DESIGN §12). If an operator asked for a cancel
+-- error recorded. The profile is left as it is (docs/contract.md). If an operator asked for a cancel
 -- meanwhile, the job ends cancelled instead: a cancel is never lost to a failure that raced it.
 with job as (
     update import_jobs

@@ -1,6 +1,6 @@
-"""Failing imports through the real daemon (DESIGN §8, §9, §12): every bad export, missing
-object, refused key or hostile path ends in the documented state with a message a person can act
-on, the daemon keeps running other jobs, and a Storage outage is retried until it passes."""
+"""Failing imports through the real daemon (docs/contract.md, docs/pipeline.md): every bad export,
+missing object, refused key or hostile path ends in the documented state with a message a person can
+act on, the daemon keeps running other jobs, and a Storage outage is retried until it passes."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def cases(tmp_path: Path) -> list[Case]:
 def assert_failed(
     h: ImportHarness, job_id: uuid.UUID, user: uuid.UUID, code: str, stage: str
 ) -> str:
-    """The documented end state of a permanent failure (DESIGN §8, §12); returns the message."""
+    """The documented end state of a permanent failure (docs/contract.md); returns the message."""
     job = h.job(job_id)
     assert (job["status"], job["attempt"]) == ("failed", 1), (code, job["last_error"])
     message: str = job["last_error"]

@@ -1,6 +1,7 @@
 """The import pipeline through the real daemon (model stages off): Storage download, parse,
-chunks, result counts and the profile (DESIGN §3, §4, §9, §12), across export forms, re-imports,
-a worker killed mid-parse, progress as the web app sees it, and the worker's temp files."""
+chunks, result counts and the profile (docs/contract.md, docs/pipeline.md), across export forms,
+re-imports, a worker killed mid-parse, progress as the web app sees it, and the worker's temp
+files."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The model stages end to end (DESIGN §4, §5, §8, §12): the real daemon as a subprocess, the
-real ``anthropic`` SDK, a fake Messages API and a fake Supabase Storage on loopback.
+"""The model stages end to end (docs/pipeline.md, docs/model-answers.md): the real daemon as a
+subprocess, the real ``anthropic`` SDK, a fake Messages API and a fake Supabase Storage on loopback.
 
 The fake answers with valid structured output by default. Tests steer it with a
 :class:`ScriptedAnswers` responder (per-purpose answers, holding requests until released, a
@@ -48,7 +48,7 @@ from tests.fakes.messages_api import (
 pytestmark = pytest.mark.db
 
 # The published list price of claude-haiku-5-5, the default model, for prompts up to 100K
-# tokens (platform-facts §4), in USD per million tokens. Written out here, not imported, so the
+# tokens (docs/platform.md), in USD per million tokens. Written out here, not imported, so the
 # cost the worker reports is checked against the price sheet rather than against itself.
 HAIKU_5_5_INPUT_USD_PER_MTOK = 0.10
 HAIKU_5_5_OUTPUT_USD_PER_MTOK = 0.50
@@ -959,7 +959,7 @@ def test_two_jobs_in_one_worker_share_the_process_limit(
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Refusals and truncation (DESIGN §12 "Model failures")
+# 5. Refusals and truncation (docs/model-answers.md)
 
 
 def test_a_quick_pass_refusal_fails_the_import_for_good(database_url: str, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The queue under real worker processes and real signals (DESIGN §3, §10)."""
+"""The queue under real worker processes and real signals (docs/queue.md)."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_sigkill_mid_job_is_rescued_by_another_worker_with_attempt_two(db_url: s
     events = handler_events(db_url, job_id)
     rescued = next(e for e in events if e["attempt"] == 2 and e["event"] == "start")
     assert rescued["pid"] != first.pid
-    # Rescue within lease + poll (DESIGN §7), with margin for process start-up.
+    # Rescue within lease + poll (BENCHMARKS.md), with margin for process start-up.
     restart_delay = (rescued["at"] - events[0]["at"]).total_seconds()
     assert time.monotonic() - killed_at < 30
     assert restart_delay < 2 + 0.5 + 5, restart_delay

@@ -7,7 +7,7 @@ so the same server backs unit-sized tests and multi-GB benchmarks::
         server.put_file("imports", f"{user_id}/export.zip", path)
         config = StorageConfig(base_url=server.url, service_key=FAKE_SERVICE_JWT)
 
-What it imitates (research/platform-facts.md §2; supabase/storage error rendering):
+What it imitates (docs/platform.md; supabase/storage error rendering):
 
 - ``GET``/``HEAD`` ``/storage/v1/object/{bucket}/{name}`` and ``…/object/authenticated/…``.
 - ``GET /storage/v1/bucket/{id}``: the bucket's details (``id``, ``name``, ``public``, …) with

@@ -1,5 +1,5 @@
 """The chunk writer on a real Postgres: COPY types, batching by rows and bytes, deleting a
-replaced duplicate's range, and replacing a user's previous chunks atomically (DESIGN §2)."""
+replaced duplicate's range, and replacing a user's previous chunks atomically (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Migrations where pgvector exists (DESIGN §2: "use them when present").
+"""Migrations where pgvector exists (docs/contract.md: pgvector is used when present).
 
 The machine's PostgreSQL has no pgvector; ``pgserver`` (a dev dependency) bundles PostgreSQL 16 with
 pgvector, started here as an embedded server of the test's own.

@@ -1,4 +1,4 @@
-"""The parse stage in-process against a real Postgres (DESIGN §4, §12): duplicates across shards,
+"""The parse stage in-process against a real Postgres (docs/pipeline.md): duplicates across shards,
 the counts it reports, what reaches ``conversation_chunks``, and that nothing is visible unless
 the whole export was read."""
 

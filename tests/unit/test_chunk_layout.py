@@ -1,5 +1,5 @@
 """The chunk layout: where each stored chunk's header and overlap end, so the full pass can send
-every piece of a conversation once (DESIGN §7), kept compactly and carried through JSON."""
+every piece of a conversation once (docs/pipeline.md), kept compactly and carried through JSON."""
 
 from __future__ import annotations
 

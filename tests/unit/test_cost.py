@@ -16,7 +16,7 @@ from soulworker.pipeline.cost_estimate import estimate_model_cost
 from soulworker.pipeline.full_pass_plan import ChunkStat, plan_full_pass
 from soulworker.settings import Settings
 
-# Published list prices in USD per million tokens (platform-facts §4), written out so the code's
+# Published list prices in USD per million tokens (docs/platform.md), written out so the code's
 # price table is checked, not repeated.
 HAIKU_5_5 = (0.10, 0.50)
 HAIKU_4_5 = (1.0, 5.0)

@@ -60,7 +60,7 @@ COMPILER_PACKAGES = frozenset(
     {"gcc", "g++", "cc", "clang", "make", "build-essential", "libc6-dev", "python3-dev"}
 )
 
-# Render's instance types and their memory in MB (platform-facts §3).
+# Render's instance types and their memory in MB (docs/platform.md).
 RENDER_PLAN_MEMORY_MB = {
     "starter": 512,
     "standard": 2048,
@@ -70,9 +70,9 @@ RENDER_PLAN_MEMORY_MB = {
     "pro ultra": 32768,
 }
 RENDER_REGIONS = frozenset({"oregon", "ohio", "virginia", "frankfurt", "singapore"})
-# Render's accepted range for maxShutdownDelaySeconds (platform-facts §3).
+# Render's accepted range for maxShutdownDelaySeconds (docs/platform.md).
 RENDER_MAX_SHUTDOWN_DELAY_SECONDS = 300
-# DESIGN §7: a job's peak RSS stays under this.
+# BENCHMARKS.md: a job's peak RSS stays under this.
 PEAK_JOB_RSS_MB = 200
 # Measured: the interpreter with soulworker, psycopg and the anthropic SDK loaded, ~95 MiB.
 PROCESS_BASELINE_MB = 100

@@ -1,4 +1,4 @@
-"""Duplicate conversations (DESIGN §12): the newest ``update_time`` wins; a tie goes to the
+"""Duplicate conversations (docs/pipeline.md): the newest ``update_time`` wins; a tie goes to the
 larger mapping, then to the copy read later. Missing or unusable times lose to any real one."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Facts merged and deduplicated, and MEMORY rendered under its five headings (DESIGN §4)."""
+"""Facts merged and deduplicated, and MEMORY rendered under its five headings (docs/pipeline.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
--- The predecessor's tables as the live database may hold them (predecessor-facts §1), with rows.
+-- The predecessor's tables as the live database may hold them (docs/platform.md, "Lessons from the predecessor"), with rows.
 create table user_profiles (
     id uuid primary key default gen_random_uuid(),
     user_id uuid not null unique references auth.users (id) on delete cascade,
