@@ -5,7 +5,7 @@ the fake Messages API on loopback (tests/fakes/messages_api.py). The fake report
 the request's characters / 4 — the same estimate the pipeline budgets with; real Haiku 5.5 counts
 ~30 % more for English text, so the table also shows that correction. The fake's answers are
 random words, so output tokens are taken from the estimator's stated assumptions
-(``soulworker/pipeline/cost_estimate.py``) rather than from the fake.
+(``soulworker/soulprint/cost_estimate.py``) rather than from the fake.
 
 Then it checks, from the recorded requests, that the full pass sent no chunk text twice: every
 stored chunk is in exactly one fact-extraction request, each without the overlap it repeats from
@@ -42,7 +42,7 @@ from bench.pipeline_throughput import export_file  # noqa: E402
 from bench.scratch_import import prepare_job, worker_env  # noqa: E402
 from soulworker.llm.pricing import PriceTable  # noqa: E402
 from soulworker.llm.usage import CallUsage  # noqa: E402
-from soulworker.pipeline.cost_estimate import (  # noqa: E402
+from soulworker.soulprint.cost_estimate import (  # noqa: E402
     FACT_OUTPUT_MAX_TOKENS,
     FACT_OUTPUT_RATIO,
     SOULPRINT_OUTPUT_TOKENS,

@@ -51,16 +51,16 @@ from bench.pipeline_throughput import (  # noqa: E402
     json_bytes_of,
 )
 from bench.scratch_import import prepare_job, worker_env  # noqa: E402
+from soulworker.conversations.chunker import chunk_conversation  # noqa: E402
+from soulworker.conversations.conversation import Chunk  # noqa: E402
+from soulworker.conversations.linearize import linearize  # noqa: E402
 from soulworker.llm.models import sample_hard_cap_chars  # noqa: E402
 from soulworker.pipeline.chunk_writer import ChunkWriter  # noqa: E402
-from soulworker.pipeline.chunker import chunk_conversation  # noqa: E402
-from soulworker.pipeline.conversation import Chunk  # noqa: E402
-from soulworker.pipeline.linearize import linearize  # noqa: E402
-from soulworker.pipeline.persona import PersonaCollector  # noqa: E402
-from soulworker.pipeline.sampler import QuickPassSampler  # noqa: E402
-from soulworker.pipeline.storage_download import StorageConfig, download_export  # noqa: E402
-from soulworker.pipeline.storage_path import parse_storage_path  # noqa: E402
 from soulworker.settings import Settings  # noqa: E402
+from soulworker.soulprint.persona import PersonaCollector  # noqa: E402
+from soulworker.soulprint.sampler import QuickPassSampler  # noqa: E402
+from soulworker.storage.download import StorageConfig, download_export  # noqa: E402
+from soulworker.storage.path import parse_storage_path  # noqa: E402
 from tests import pg  # noqa: E402
 from tests.fakes.export_generator import ExportForm  # noqa: E402
 from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402

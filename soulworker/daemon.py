@@ -16,10 +16,10 @@ import os
 import signal
 
 from soulworker import db
+from soulworker.jobs.handler import HandlerFactory
+from soulworker.jobs.store import JobStore
+from soulworker.jobs.worker import Worker
 from soulworker.logs import get_logger
-from soulworker.queue.handler import HandlerFactory
-from soulworker.queue.store import JobStore
-from soulworker.queue.worker import Worker
 from soulworker.settings import Settings
 
 log = get_logger(__name__)

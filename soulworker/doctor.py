@@ -53,19 +53,19 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow
 
 from soulworker import db
+from soulworker.export.reader import FAST_BACKEND as FAST_JSON_BACKEND
+from soulworker.export.reader import fast_json_backend_problem
 from soulworker.exposure import USER_DATA_TABLES, fix_statements, inspect_exposure
+from soulworker.jobs.listener import CHANNEL
 from soulworker.logs import redact_text
 from soulworker.migrate import migration_status
-from soulworker.pipeline.export_reader import FAST_BACKEND as FAST_JSON_BACKEND
-from soulworker.pipeline.export_reader import fast_json_backend_problem
-from soulworker.pipeline.storage_download import (
+from soulworker.settings import GIB, Settings, SettingsError, unknown_variables
+from soulworker.sql_files import query
+from soulworker.storage.download import (
     STORAGE_AUTH_CODES,
     StorageConfig,
     StorageConfigError,
 )
-from soulworker.queue.listener import CHANNEL
-from soulworker.settings import GIB, Settings, SettingsError, unknown_variables
-from soulworker.sql_files import query
 from soulworker.tempfiles import WorkspaceError, WorkspaceRoot
 
 if TYPE_CHECKING:

@@ -116,7 +116,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _safe_summary(exc: BaseException) -> str:
     """A line about an exception that cannot carry row data: database errors keep only their
     primary message (their DETAIL quotes the failing row), others only their class."""
-    from soulworker.queue.errors import JobError
+    from soulworker.errors import JobError
 
     if isinstance(exc, psycopg.Error):
         primary = exc.diag.message_primary if exc.diag else None

@@ -7,7 +7,7 @@ from typing import Any
 
 from soulworker.cli.common import CommandError, load_settings
 from soulworker.daemon import run_daemon
-from soulworker.queue.handler import DEFAULT_HANDLER, HandlerNotFound, load_handler_factory
+from soulworker.jobs.handler import DEFAULT_HANDLER, HandlerNotFound, load_handler_factory
 
 
 def register(subparsers: Any) -> None:

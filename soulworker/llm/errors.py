@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import anthropic
 
-from soulworker.queue.errors import JobError, PermanentJobError, TransientJobError
+from soulworker.errors import JobError, PermanentJobError, TransientJobError
 
 # Error codes (``error.details.error_code``) that mean "no more money may be spent". The SDK
 # maps them to their own classes too; matching the code keeps us right if a class moves.

@@ -3,8 +3,8 @@
 The import runs through the same job code as the daemon: a real ``import_jobs`` row is inserted,
 claimed and run by the real ``Worker``, ``JobRun`` and ``ImportPipeline``; the export is
 downloaded by the real download stage from a local stand-in for Supabase Storage
-(:mod:`soulworker.local_storage`), into an embedded PostgreSQL (:mod:`soulworker.embedded_postgres`)
-when ``DATABASE_URL`` is not set.
+(:mod:`.local_storage`), into an embedded PostgreSQL (:mod:`.embedded_postgres`) when
+``DATABASE_URL`` is not set. Everything here serves that one command. May import every room.
 
 Modules:
 

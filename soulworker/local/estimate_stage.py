@@ -18,14 +18,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from soulworker.pipeline.chunk_layout import ChunkLayout
-from soulworker.pipeline.cost_estimate import estimate_model_cost
+from soulworker.conversations.chunk_layout import ChunkLayout
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import load_chunk_stats
 from soulworker.pipeline.handler import price_table
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.stages import PARSE, StageSpec
+from soulworker.soulprint.cost_estimate import estimate_model_cost
 
 RESULT_KEY = "cost_estimate"
 CHECKPOINT_KEY = "cost_estimate"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from soulworker.llm.schemas import SECTION_NAMES
-from soulworker.pipeline.soulprint import SECTION_FILES, section_markdown
+from soulworker.soulprint.sections import SECTION_FILES, section_markdown
 
 MEMORY_FILE = "MEMORY.md"
 ALL_FILES = (*SECTION_FILES.values(), MEMORY_FILE)

@@ -6,11 +6,11 @@
    migrations the command stops and says to run ``soulworker migrate``. On a user's database
    the job is created for a fresh random user id and its rows are left there (the summary
    says which), like any import the web app starts.
-2. **Storage.** The export is served by :class:`~soulworker.local_storage.LocalStorageServer`
+2. **Storage.** The export is served by :class:`~soulworker.local.local_storage.LocalStorageServer`
    on 127.0.0.1 with a random key, and the settings' ``SUPABASE_URL``/``SUPABASE_SERVICE_KEY``
    point at it; the real download stage fetches it from there.
 3. **The job.** One row is inserted for the fresh user, with ``max_attempts = 1`` and the highest
-   priority, and the real :class:`~soulworker.queue.worker.Worker` (concurrency 1) runs it with
+   priority, and the real :class:`~soulworker.jobs.worker.Worker` (concurrency 1) runs it with
    the real :class:`~soulworker.pipeline.handler.ImportPipeline`. Without model calls the stage
    list is the daemon's (download, parse) plus
    :class:`~soulworker.local.estimate_stage.CostEstimateStage`.
@@ -54,8 +54,13 @@ import psycopg
 from rich.console import Console
 
 from soulworker import db
-from soulworker.embedded_postgres import EmbeddedPostgres, PostgresUnavailable
+from soulworker.jobs.context import JobContext
+from soulworker.jobs.errors import ReleaseRequested
+from soulworker.jobs.store import Connection, JobStore
+from soulworker.jobs.worker import RELEASE_GRACE_SECONDS, Worker
+from soulworker.local.embedded_postgres import EmbeddedPostgres, PostgresUnavailable
 from soulworker.local.estimate_stage import CostEstimateStage
+from soulworker.local.local_storage import LocalStorageServer, new_service_key
 from soulworker.local.progress import JobSnapshot, ProgressDisplay, make_display
 from soulworker.local.results import (
     ALL_FILES,
@@ -65,18 +70,13 @@ from soulworker.local.results import (
     summary_lines,
     write_files,
 )
-from soulworker.local_storage import LocalStorageServer, new_service_key
 from soulworker.logs import configure_logging
 from soulworker.migrate import migrate, pending_migrations
 from soulworker.pipeline.handler import ImportPipeline, pipeline_stages
 from soulworker.pipeline.import_run import Stage
-from soulworker.pipeline.storage_path import StoragePath, parse_storage_path
-from soulworker.queue.context import JobContext
-from soulworker.queue.errors import ReleaseRequested
-from soulworker.queue.store import Connection, JobStore
-from soulworker.queue.worker import RELEASE_GRACE_SECONDS, Worker
 from soulworker.settings import Settings, unknown_variables
 from soulworker.sql_files import query
+from soulworker.storage.path import StoragePath, parse_storage_path
 
 LOCAL_BUCKET = "imports"
 """The bucket the web app uses; the job's storage_path looks exactly like a real one."""

@@ -19,8 +19,8 @@ from uuid import UUID
 
 from psycopg import AsyncCopy
 
-from soulworker.pipeline.conversation import Chunk
-from soulworker.queue.store import Connection
+from soulworker.conversations.conversation import Chunk
+from soulworker.jobs.store import Connection
 from soulworker.sql_files import query
 
 # A COPY statement ends at either bound: ~4 MB keeps each statement well under a second, while

@@ -11,12 +11,12 @@ import time
 
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.stages import DOWNLOAD, PARSE
-from soulworker.pipeline.storage_download import (
+from soulworker.storage.download import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
     download_export,
 )
-from soulworker.pipeline.storage_path import parse_storage_path
+from soulworker.storage.path import parse_storage_path
 
 
 class DownloadStage:

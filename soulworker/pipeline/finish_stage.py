@@ -26,33 +26,33 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from soulworker.conversations.chunk_layout import ChunkLayout
+from soulworker.errors import JobError
 from soulworker.llm.schemas import (
     FACT_CATEGORIES,
     FACT_CATEGORY_REDUCTION,
     REDUCTION_MAX_ITEMS_PER_CATEGORY,
 )
 from soulworker.logs import get_logger
-from soulworker.pipeline import prompts
-from soulworker.pipeline.chunk_layout import ChunkLayout
-from soulworker.pipeline.degraded import add_counts, count_repairs, repair_entries, skip_entry
 from soulworker.pipeline.full_pass_stage import FACTS_PREFIX
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.memory import (
-    Facts,
-    category_chars,
-    consolidate,
-    fact_counts,
-    render_memory,
-)
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.quick_pass_stage import (
     QUICK_SECTIONS_ARTIFACT,
     ask_for_soulprint,
     stats_for_prompt,
 )
-from soulworker.pipeline.soulprint import section_columns, soulprint_text
 from soulworker.pipeline.stages import FINISH
-from soulworker.queue.errors import JobError
+from soulworker.soulprint import prompts
+from soulworker.soulprint.degraded import add_counts, count_repairs, repair_entries, skip_entry
+from soulworker.soulprint.memory import (
+    Facts,
+    category_chars,
+    consolidate,
+    fact_counts,
+    render_memory,
+)
+from soulworker.soulprint.sections import section_columns, soulprint_text
 from soulworker.sql_files import query
 
 log = get_logger(__name__)

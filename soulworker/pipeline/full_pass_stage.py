@@ -1,6 +1,6 @@
 """Stage 5, full pass (60–95 % by batches): facts from every chunk, resumable per batch.
 
-The plan (see ``full_pass_plan``) is saved before the first call. Each batch's facts are saved as
+The plan (see ``soulprint.full_pass_plan``) is saved before the first call. Each batch's facts are saved as
 soon as they arrive, in their own fenced transaction, so a resumed job never asks for a batch it
 already has. Batches run with bounded concurrency (the job's slice of the model client's limit).
 
@@ -25,18 +25,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from soulworker.conversations.chunk_layout import ChunkLayout
+from soulworker.errors import JobError, TransientJobError
+from soulworker.jobs.errors import JobControl, ReleaseRequested
 from soulworker.llm.errors import ModelRefused, ModelTruncated
 from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
-from soulworker.pipeline import prompts
-from soulworker.pipeline.chunk_layout import ChunkLayout
-from soulworker.pipeline.degraded import add_counts, count_repairs, repair_entries, skip_entry
-from soulworker.pipeline.full_pass_plan import ChunkStat, FullPassPlan, plan_full_pass
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.memory import empty_facts
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.stages import FULL_PASS
-from soulworker.queue.errors import JobControl, JobError, ReleaseRequested, TransientJobError
+from soulworker.soulprint import prompts
+from soulworker.soulprint.degraded import add_counts, count_repairs, repair_entries, skip_entry
+from soulworker.soulprint.full_pass_plan import ChunkStat, FullPassPlan, plan_full_pass
+from soulworker.soulprint.memory import empty_facts
 from soulworker.sql_files import query
 
 log = get_logger(__name__)

@@ -12,21 +12,21 @@ from typing import Any
 
 import httpx
 
+from soulworker.export.reader import require_fast_json_backend
+from soulworker.jobs.context import JobContext
 from soulworker.llm.client import ModelClient, ModelClientConfig
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.usage import UsageLedger
 from soulworker.logs import get_logger
 from soulworker.pipeline.download_stage import DownloadStage
-from soulworker.pipeline.export_reader import require_fast_json_backend
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.import_run import ImportRun, Stage
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.pipeline.quick_pass_stage import QuickPassStage
-from soulworker.pipeline.storage_download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
-from soulworker.queue.context import JobContext
 from soulworker.settings import Settings, SettingsError
+from soulworker.storage.download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
 from soulworker.tempfiles import WorkspaceRoot
 
 log = get_logger(__name__)

@@ -17,16 +17,16 @@ from typing import Any, Protocol
 
 import httpx
 
+from soulworker.jobs.context import JobContext
+from soulworker.jobs.store import Connection
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
-from soulworker.pipeline.cost import cost_summary
-from soulworker.pipeline.degraded import replace_stage
 from soulworker.pipeline.stages import StageProgress, StageSpec
-from soulworker.pipeline.storage_download import StorageConfig
-from soulworker.queue.context import JobContext
-from soulworker.queue.store import Connection
 from soulworker.settings import Settings
+from soulworker.soulprint.cost import cost_summary
+from soulworker.soulprint.degraded import replace_stage
 from soulworker.sql_files import query
+from soulworker.storage.download import StorageConfig
 
 
 @dataclass

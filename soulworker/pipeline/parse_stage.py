@@ -20,21 +20,21 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from soulworker.conversations.chunk_layout import ChunkLayout
+from soulworker.conversations.chunker import chunk_conversation
+from soulworker.conversations.conversation import ChunkTier, Conversation
+from soulworker.conversations.duplicates import DuplicateResolver, SeenConversation, Verdict
+from soulworker.conversations.linearize import BadConversation, linearize
+from soulworker.export.errors import EmptyExport
+from soulworker.export.reader import ExportLimits, ExportReader
 from soulworker.llm.models import sample_hard_cap_chars
 from soulworker.logs import get_logger
-from soulworker.pipeline.chunk_layout import ChunkLayout
 from soulworker.pipeline.chunk_writer import ChunkWriter
-from soulworker.pipeline.chunker import chunk_conversation
-from soulworker.pipeline.conversation import ChunkTier, Conversation
-from soulworker.pipeline.duplicates import DuplicateResolver, SeenConversation, Verdict
-from soulworker.pipeline.export_errors import EmptyExport
-from soulworker.pipeline.export_reader import ExportLimits, ExportReader
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.linearize import BadConversation, linearize
 from soulworker.pipeline.parse_counts import ParseCounts
-from soulworker.pipeline.persona import PersonaCollector
-from soulworker.pipeline.sampler import QuickPassSampler
 from soulworker.pipeline.stages import PARSE
+from soulworker.soulprint.persona import PersonaCollector
+from soulworker.soulprint.sampler import QuickPassSampler
 
 log = get_logger(__name__)
 

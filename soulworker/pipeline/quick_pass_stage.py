@@ -15,18 +15,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from soulworker.errors import TransientJobError
 from soulworker.llm.client import ModelClient, StructuredAnswer
 from soulworker.llm.errors import ModelContextExceeded, ModelTruncated
 from soulworker.llm.models import context_tokens, pessimistic_tokens
 from soulworker.llm.schemas import SOULPRINT, SOULPRINT_V2
 from soulworker.logs import get_logger
-from soulworker.pipeline import prompts
-from soulworker.pipeline.degraded import count_repairs, repair_entries
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
-from soulworker.pipeline.soulprint import identity_fields, section_columns, soulprint_text
 from soulworker.pipeline.stages import QUICK_PASS
-from soulworker.queue.errors import TransientJobError
+from soulworker.soulprint import prompts
+from soulworker.soulprint.degraded import count_repairs, repair_entries
+from soulworker.soulprint.sections import identity_fields, section_columns, soulprint_text
 from soulworker.sql_files import query
 
 log = get_logger(__name__)

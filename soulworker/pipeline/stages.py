@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from soulworker.queue.context import JobContext
+from soulworker.jobs.context import JobContext
 
 
 @dataclass(frozen=True)

@@ -28,22 +28,22 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from soulworker.embedded_postgres import (
+from soulworker.llm.schemas import SECTION_NAMES
+from soulworker.local.embedded_postgres import (
     EmbeddedPostgres,
     PostgresBinaries,
     PostgresUnavailable,
     find_postgres_binaries,
 )
-from soulworker.llm.schemas import SECTION_NAMES
+from soulworker.local.local_storage import LocalStorageServer, new_service_key
 from soulworker.local.progress import JobSnapshot, PlainProgress, RichProgress
 from soulworker.local.results import ALL_FILES, JobOutcome, summary_lines
 from soulworker.local.run import LOCAL_JOB_PRIORITY, LOCAL_MAX_ATTEMPTS
-from soulworker.local_storage import LocalStorageServer, new_service_key
-from soulworker.pipeline.cost_estimate import estimate_model_cost
-from soulworker.pipeline.memory import HEADINGS, MEMORY_TITLE
-from soulworker.pipeline.soulprint import SECTION_FILES, SECTION_TITLES, section_markdown
-from soulworker.pipeline.storage_path import StoragePath
 from soulworker.settings import Settings
+from soulworker.soulprint.cost_estimate import estimate_model_cost
+from soulworker.soulprint.memory import HEADINGS, MEMORY_TITLE
+from soulworker.soulprint.sections import SECTION_FILES, SECTION_TITLES, section_markdown
+from soulworker.storage.path import StoragePath
 from tests.acceptance.workers import REPO_ROOT, query
 from tests.fakes.export_generator import write_export
 from tests.fakes.messages_api import FakeMessagesAPI

@@ -21,8 +21,8 @@ import tenacity
 from soulworker.pipeline.download_stage import DownloadStage
 from soulworker.pipeline.handler import ImportPipeline
 from soulworker.pipeline.parse_stage import ParseStage
-from soulworker.pipeline.storage_download import RetryPolicy
 from soulworker.settings import Settings
+from soulworker.storage.download import RetryPolicy
 from tests.acceptance.pipeline_harness import ImportHarness
 from tests.acceptance.workers import WorkerProcess, wait_for
 from tests.fakes.export_generator import GeneratorConfig, write_export

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from soulworker.conversations.chunker import RECENT_DAYS
+from soulworker.conversations.conversation import UNTITLED
 from soulworker.llm.models import estimate_tokens
-from soulworker.pipeline.chunker import RECENT_DAYS
-from soulworker.pipeline.conversation import UNTITLED
 from soulworker.tempfiles import ROOT_PREFIX, WorkspaceRoot
 from tests.acceptance.pipeline_harness import ImportHarness
 from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for

@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from soulworker.queue.context import JobContext
-from soulworker.queue.errors import PermanentJobError, TransientJobError
+from soulworker.errors import PermanentJobError, TransientJobError
+from soulworker.jobs.context import JobContext
 from soulworker.settings import Settings
 
 RUNS_TABLE = """

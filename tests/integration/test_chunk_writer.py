@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow, dict_row
 
+from soulworker.conversations.conversation import Chunk, ChunkTier
 from soulworker.llm.models import estimate_tokens
 from soulworker.pipeline import chunk_writer
 from soulworker.pipeline.chunk_writer import ChunkWriter
-from soulworker.pipeline.conversation import Chunk, ChunkTier
 
 pytestmark = pytest.mark.db
 

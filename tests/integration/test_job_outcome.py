@@ -15,11 +15,11 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
-from soulworker.queue.context import JobContext
-from soulworker.queue.errors import CancelRequested, JobControl, LeaseLost
-from soulworker.queue.lease import keep_lease
-from soulworker.queue.runner import JobRun
-from soulworker.queue.store import JobStore
+from soulworker.jobs.context import JobContext
+from soulworker.jobs.errors import CancelRequested, JobControl, LeaseLost
+from soulworker.jobs.lease import keep_lease
+from soulworker.jobs.runner import JobRun
+from soulworker.jobs.store import JobStore
 from soulworker.settings import Settings
 
 pytestmark = pytest.mark.db

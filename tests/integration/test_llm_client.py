@@ -15,6 +15,7 @@ import httpx2
 import pytest
 import structlog
 
+from soulworker.errors import PermanentJobError, TransientJobError
 from soulworker.llm.ai_name import FALLBACK_NAMES
 from soulworker.llm.client import (
     PURPOSE_HEADER,
@@ -37,7 +38,6 @@ from soulworker.llm.pricing import DEFAULT_PRICES, PriceTable
 from soulworker.llm.retry import RetryPolicy, is_retryable_api_error, retry_after_seconds
 from soulworker.llm.schemas import FACT_EXTRACTION, SOULPRINT, OutputSchema
 from soulworker.llm.usage import CallUsage, UsageLedger
-from soulworker.queue.errors import PermanentJobError, TransientJobError
 from tests.fakes import messages_api as fakes
 from tests.fakes.messages_api import FakeMessagesAPI, RecordedRequest, schema_responder
 

@@ -13,7 +13,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from soulworker.embedded_postgres import EmbeddedPostgres, _pgserver_bindir, find_postgres_binaries
+from soulworker.local.embedded_postgres import (
+    EmbeddedPostgres,
+    _pgserver_bindir,
+    find_postgres_binaries,
+)
 from soulworker.migrate import migrate
 
 pytestmark = pytest.mark.db

@@ -20,14 +20,14 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
-from soulworker.pipeline.export_errors import EmptyExport, ExportError
+from soulworker.export.errors import EmptyExport, ExportError
+from soulworker.jobs.context import JobContext
+from soulworker.jobs.job import ClaimedJob
+from soulworker.jobs.store import JobStore
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT, ParseStage
-from soulworker.pipeline.storage_download import StorageConfig
-from soulworker.queue.context import JobContext
-from soulworker.queue.job import ClaimedJob
-from soulworker.queue.store import JobStore
 from soulworker.settings import Settings
+from soulworker.storage.download import StorageConfig
 from tests.fakes.export_generator import (
     ConversationFacts,
     DuplicateKind,

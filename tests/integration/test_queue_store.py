@@ -14,9 +14,9 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
-from soulworker.queue.errors import LeaseLost
-from soulworker.queue.job import ClaimedJob
-from soulworker.queue.store import JobStore
+from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.job import ClaimedJob
+from soulworker.jobs.store import JobStore
 from soulworker.settings import Settings
 
 pytestmark = pytest.mark.db

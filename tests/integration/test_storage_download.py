@@ -17,7 +17,7 @@ import structlog
 import tenacity
 
 from soulworker import __version__
-from soulworker.pipeline.storage_download import (
+from soulworker.storage.download import (
     DEFAULT_MAX_EXPORT_BYTES,
     DownloadResult,
     ProgressCallback,
@@ -26,7 +26,7 @@ from soulworker.pipeline.storage_download import (
     StorageConfigError,
     download_export,
 )
-from soulworker.pipeline.storage_errors import (
+from soulworker.storage.errors import (
     ExportNotFound,
     ExportTooLarge,
     InvalidStoragePath,
@@ -35,7 +35,7 @@ from soulworker.pipeline.storage_errors import (
     StorageError,
     StorageUnavailable,
 )
-from soulworker.pipeline.storage_path import StoragePath, parse_storage_path
+from soulworker.storage.path import StoragePath, parse_storage_path
 from tests.fakes.storage_server import (
     FAKE_SECRET_KEY,
     FAKE_SERVICE_JWT,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from soulworker.queue.backoff import JITTER, retry_delay
+from soulworker.jobs.backoff import JITTER, retry_delay
 
 
 def test_delay_doubles_per_attempt_within_jitter() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.canvas_edits import (
+from soulworker.conversations.canvas_edits import (
     GENERAL_MAX_STEPS,
     EditResult,
     Outcome,

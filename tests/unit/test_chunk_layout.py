@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from soulworker.pipeline.chunk_layout import ChunkLayout
-from soulworker.pipeline.chunker import chunk_conversation
-from soulworker.pipeline.conversation import (
+from soulworker.conversations.chunk_layout import ChunkLayout
+from soulworker.conversations.chunker import chunk_conversation
+from soulworker.conversations.conversation import (
     Chunk,
     ChunkTier,
     Conversation,

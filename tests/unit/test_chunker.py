@@ -8,14 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens
-from soulworker.pipeline.chunker import (
+from soulworker.conversations.chunker import (
     DEFAULT_TIER,
     RECENT_DAYS,
     TIER_SPECS,
     chunk_conversation,
 )
-from soulworker.pipeline.conversation import (
+from soulworker.conversations.conversation import (
     Chunk,
     ChunkTier,
     Conversation,
@@ -23,6 +22,7 @@ from soulworker.pipeline.conversation import (
     Message,
     Role,
 )
+from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 JOB_START = datetime(2026, 5, 31, 23, 0, tzinfo=UTC)

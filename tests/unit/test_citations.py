@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from soulworker.pipeline.citations import MARKER_CHARACTERS, has_markers, strip_citations
-from soulworker.pipeline.message_text import finalize_text
+from soulworker.conversations.citations import MARKER_CHARACTERS, has_markers, strip_citations
+from soulworker.conversations.message_text import finalize_text
 
 LIMIT = 1024 * 1024
 

@@ -10,11 +10,11 @@ import pytest
 
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.usage import CallUsage, UsageLedger
-from soulworker.pipeline import prompts
-from soulworker.pipeline.cost import cost_summary
-from soulworker.pipeline.cost_estimate import estimate_model_cost
-from soulworker.pipeline.full_pass_plan import ChunkStat, plan_full_pass
 from soulworker.settings import Settings
+from soulworker.soulprint import prompts
+from soulworker.soulprint.cost import cost_summary
+from soulworker.soulprint.cost_estimate import estimate_model_cost
+from soulworker.soulprint.full_pass_plan import ChunkStat, plan_full_pass
 
 # Published list prices in USD per million tokens (docs/platform.md), written out so the code's
 # price table is checked, not repeated.

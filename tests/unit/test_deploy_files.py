@@ -46,7 +46,7 @@ import pytest
 
 from soulworker import __version__
 from soulworker.cli import build_parser, migrate_command, run_command
-from soulworker.queue.worker import CANCEL_GRACE_SECONDS, RELEASE_GRACE_SECONDS
+from soulworker.jobs.worker import CANCEL_GRACE_SECONDS, RELEASE_GRACE_SECONDS
 from soulworker.settings import Settings, iter_knobs, settings_table_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

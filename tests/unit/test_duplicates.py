@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soulworker.pipeline.duplicates import DuplicateResolver, SeenConversation, Verdict
+from soulworker.conversations.duplicates import DuplicateResolver, SeenConversation, Verdict
 
 
 def read(

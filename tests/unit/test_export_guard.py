@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.export_guard import StructureGuard
+from soulworker.export.guard import StructureGuard
 
 _ALPHABET = ["a", '"', "\\", "[", "]", "{", "}", ":", ",", " ", "é", "\n", "😀", "\u2028"]
 

@@ -17,9 +17,10 @@ from typing import Any
 import ijson
 import pytest
 
-from soulworker.pipeline import export_reader
-from soulworker.pipeline.export_errors import ExportError
-from soulworker.pipeline.export_reader import (
+from soulworker.errors import PermanentJobError
+from soulworker.export import reader as export_reader
+from soulworker.export.errors import ExportError
+from soulworker.export.reader import (
     READ_SIZE,
     ExportLimits,
     ExportReader,
@@ -27,8 +28,7 @@ from soulworker.pipeline.export_reader import (
     fast_json_backend_problem,
     require_fast_json_backend,
 )
-from soulworker.pipeline.export_sniff import ExportKind
-from soulworker.queue.errors import PermanentJobError
+from soulworker.export.sniff import ExportKind
 from tests.fakes.export_generator import ExportForm, Feature, GeneratorConfig, write_export
 
 IN_PROCESS = ExportLimits(scan_process_min_bytes=None)
@@ -503,8 +503,8 @@ def test_a_long_key_is_refused_and_a_long_value_is_not(
 def _peak_rss_kib(path: Path) -> int:
     code = (
         "import resource, sys\n"
-        "from soulworker.pipeline.export_reader import ExportReader, ExportLimits\n"
-        "from soulworker.pipeline.export_errors import ExportError\n"
+        "from soulworker.export.reader import ExportReader, ExportLimits\n"
+        "from soulworker.export.errors import ExportError\n"
         "try:\n"
         "    limits = ExportLimits(scan_process_min_bytes=None)\n"
         "    for _ in ExportReader(sys.argv[1], limits=limits): pass\n"
@@ -695,7 +695,7 @@ class _HelperReadsAnotherFile(ExportReader):
 
 
 def test_a_helper_failing_on_data_the_parser_reads_intact_is_transient(tmp_path: Path) -> None:
-    from soulworker.queue.errors import TransientJobError
+    from soulworker.errors import TransientJobError
 
     name = "conversations.json"
     data = make_zip([(name, _wordy_array(9000))], zipfile.ZIP_STORED)
@@ -743,7 +743,7 @@ def test_relayed_shards_with_a_blank_one_read_back_in_order(tmp_path: Path) -> N
 
 
 def test_a_helper_killed_while_relaying_fails_the_job_as_transient(tmp_path: Path) -> None:
-    from soulworker.queue.errors import TransientJobError
+    from soulworker.errors import TransientJobError
 
     path = put(tmp_path, make_zip([("conversations.json", _wordy_array(12_000))]))
     reader = ExportReader(path, limits=HELPER)
@@ -758,7 +758,7 @@ def test_a_helper_killed_while_relaying_fails_the_job_as_transient(tmp_path: Pat
 
 
 def test_the_helpers_verdict_past_a_stream_it_could_not_read(tmp_path: Path) -> None:
-    from soulworker.pipeline.export_scan import ScanJob, ScanProcess, ScanStoppedAtDamage
+    from soulworker.export.scan import ScanJob, ScanProcess, ScanStoppedAtDamage
 
     cut = put(tmp_path, gzip.compress(_wordy_array(100))[:200], "cut.gz")
     process = ScanProcess(ScanJob(path=str(cut), kind="gzip", max_depth=3, max_key_bytes=1024))
@@ -773,8 +773,8 @@ def test_the_helpers_verdict_past_a_stream_it_could_not_read(tmp_path: Path) -> 
 
 
 def test_a_helper_that_dies_early_leaves_the_in_process_guard_in_charge(tmp_path: Path) -> None:
-    from soulworker.pipeline.export_scan import ScanJob, ScanProcess
-    from soulworker.queue.errors import TransientJobError
+    from soulworker.errors import TransientJobError
+    from soulworker.export.scan import ScanJob, ScanProcess
 
     job = ScanJob(path=str(tmp_path / "missing.json"), kind="json", max_depth=3, max_key_bytes=1024)
     process = ScanProcess(job)

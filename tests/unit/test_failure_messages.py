@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from soulworker.queue.runner import STOPPED_AFTER_ATTEMPTS, WILL_BE_RETRIED, with_next_step
+from soulworker.jobs.runner import STOPPED_AFTER_ATTEMPTS, WILL_BE_RETRIED, with_next_step
 
 PACKAGE = Path(__file__).resolve().parents[2] / "soulworker"
-RUNNER = PACKAGE / "queue" / "runner.py"
+RUNNER = PACKAGE / "jobs" / "runner.py"
 # The help of settings describes behaviour to operators; it is never a job's message.
 NOT_JOB_MESSAGES = {RUNNER, PACKAGE / "settings.py"}
 # Wordings that promise (or deny) another attempt.

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.full_pass_plan import (
+from soulworker.soulprint.full_pass_plan import (
     EXCERPT_OVERHEAD_TOKENS,
     ChunkStat,
     FullPassPlan,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from soulworker.pipeline.conversation import UNTITLED, Conversation, PersonaKind
-from soulworker.pipeline.derived_ids import DERIVED_ID_PREFIX
-from soulworker.pipeline.linearize import (
+from soulworker.conversations.conversation import UNTITLED, Conversation, PersonaKind
+from soulworker.conversations.derived_ids import DERIVED_ID_PREFIX
+from soulworker.conversations.linearize import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DROPPED_CONTENT_TYPES,
     MAX_TITLE_CHARS,
@@ -18,7 +18,7 @@ from soulworker.pipeline.linearize import (
     linearize,
     parse_time,
 )
-from soulworker.pipeline.message_text import (
+from soulworker.conversations.message_text import (
     IMAGE_PLACEHOLDER,
     MIN_MESSAGE_BYTES,
     TRUNCATION_MARKER,

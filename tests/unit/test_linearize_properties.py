@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.citations import MARKER_CHARACTERS
-from soulworker.pipeline.conversation import Conversation
-from soulworker.pipeline.linearize import BadConversation, linearize
-from soulworker.pipeline.message_text import MIN_MESSAGE_BYTES
+from soulworker.conversations.citations import MARKER_CHARACTERS
+from soulworker.conversations.conversation import Conversation
+from soulworker.conversations.linearize import BadConversation, linearize
+from soulworker.conversations.message_text import MIN_MESSAGE_BYTES
 
 EXPECTED_BAD_CODES = {"not_an_object", "bad_mapping"}
 """``unexpected`` is not among them: reaching it means a rule missed an input shape."""

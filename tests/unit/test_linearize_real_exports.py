@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from soulworker.pipeline.canvas import CALL_UNITS, CANVAS_WORK_UNITS
-from soulworker.pipeline.citations import MARKER_CHARACTERS
-from soulworker.pipeline.conversation import Conversation
-from soulworker.pipeline.derived_ids import DERIVED_ID_PREFIX
-from soulworker.pipeline.linearize import linearize
-from soulworker.pipeline.message_text import IMAGE_PLACEHOLDER, TRUNCATION_MARKER
+from soulworker.conversations.canvas import CALL_UNITS, CANVAS_WORK_UNITS
+from soulworker.conversations.citations import MARKER_CHARACTERS
+from soulworker.conversations.conversation import Conversation
+from soulworker.conversations.derived_ids import DERIVED_ID_PREFIX
+from soulworker.conversations.linearize import linearize
+from soulworker.conversations.message_text import IMAGE_PLACEHOLDER, TRUNCATION_MARKER
 from tests.unit.test_linearize import chain, conv, msg, run, texts
 
 Json = dict[str, Any]

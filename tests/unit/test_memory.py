@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soulworker.llm.schemas import FACT_CATEGORIES
-from soulworker.pipeline.memory import (
+from soulworker.soulprint.memory import (
     EMPTY_CATEGORY,
     category_chars,
     consolidate,

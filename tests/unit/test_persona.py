@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.conversation import PersonaKind, PersonaSignal
-from soulworker.pipeline.linearize import linearize
-from soulworker.pipeline.persona import (
+from soulworker.conversations.conversation import PersonaKind, PersonaSignal
+from soulworker.conversations.linearize import linearize
+from soulworker.soulprint.persona import (
     BLOCK_HEADERS,
     CUT_MARK,
     DEFAULT_PERSONA_BUDGET_CHARS,

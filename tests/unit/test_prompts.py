@@ -11,7 +11,7 @@ import pytest
 from soulworker.llm.ai_name import NOT_ENOUGH_DATA
 from soulworker.llm.delimit import DATA_INSTRUCTION
 from soulworker.llm.schemas import REDUCTION_MAX_ITEMS_PER_CATEGORY, SOULPRINT
-from soulworker.pipeline import prompts
+from soulworker.soulprint import prompts
 
 DATA_REGION = re.compile(
     r"<(conversation_data|persona_signals|memory_data)(?:\s[^>]*)?>\n(.*?)\n</\1>", re.S

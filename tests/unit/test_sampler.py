@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soulworker.pipeline.conversation import Conversation, LinearizeStats, Message, Role
-from soulworker.pipeline.sampler import (
+from soulworker.conversations.conversation import Conversation, LinearizeStats, Message, Role
+from soulworker.soulprint.sampler import (
     CANDIDATE_CHARS_FACTOR,
     CANDIDATE_COUNT_FACTOR,
     CONVERSATION_CUT_MARK,

@@ -10,7 +10,7 @@ import pytest
 
 from soulworker.llm.ai_name import NOT_ENOUGH_DATA
 from soulworker.llm.schemas import SECTION_NAMES, SOULPRINT
-from soulworker.pipeline.soulprint import (
+from soulworker.soulprint.sections import (
     SECTION_FILES,
     identity_fields,
     section_columns,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soulworker.pipeline.storage_errors import InvalidStoragePath
-from soulworker.pipeline.storage_path import (
+from soulworker.storage.errors import InvalidStoragePath
+from soulworker.storage.path import (
     MAX_OBJECT_CHARS,
     OBJECT_URL_PREFIX,
     StoragePath,

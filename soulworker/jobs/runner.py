@@ -1,0 +1,280 @@
+"""Running one claimed job from start to its recorded outcome.
+
+The handler runs in a task of its own so that the lease keeper, the time limit and the shutdown
+can stop it without stopping the runner, which then records what happened:
+
+==========================  ==================================================================
+handler outcome             recorded as
+==========================  ==================================================================
+returned a result           ``succeeded``
+PermanentJobError           ``failed`` at once
+TransientJobError / other   ``queued`` again after a backoff, or ``failed`` on the last attempt
+time limit                  like a transient failure
+CancelRequested             ``cancelled``
+ReleaseRequested            ``queued`` at once, attempt given back (shutdown)
+LeaseLost                   nothing: the job belongs to someone else now
+==========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from soulworker.errors import JobError
+from soulworker.jobs.backoff import retry_delay
+from soulworker.jobs.context import COMPLETED, JobContext
+from soulworker.jobs.errors import CancelRequested, JobControl, LeaseLost, ReleaseRequested
+from soulworker.jobs.handler import JobHandler
+from soulworker.jobs.job import ClaimedJob
+from soulworker.jobs.lease import DATABASE_ERRORS, keep_lease
+from soulworker.jobs.store import JobStore
+from soulworker.logs import get_logger
+from soulworker.settings import Settings
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+START_LABEL = "Starting import"
+# Recording an outcome is worth a few tries across a database blip; past that, the lease
+# expires and another worker picks the job up again.
+OUTCOME_WRITE_ATTEMPTS = 4
+
+
+# What a person reads after the message of a failure that was not permanent: what happens next.
+# Errors say only what happened; only the runner knows whether another attempt follows
+# (docs/model-answers.md, "True messages").
+WILL_BE_RETRIED = "The import will be retried automatically."
+STOPPED_AFTER_ATTEMPTS = "The import stopped after {attempts}; please try it again later."
+
+
+def with_next_step(message: str, *, retrying: bool, permanent: bool, attempts: int) -> str:
+    """``message`` followed by what happens next: a retry, or (after the last attempt of a
+    transient failure) that the import stopped. A permanent failure's message already says
+    what to do."""
+    if permanent:
+        return message
+    if retrying:
+        return f"{message} {WILL_BE_RETRIED}"
+    counted = f"{attempts} attempt" + ("" if attempts == 1 else "s")
+    return f"{message} {STOPPED_AFTER_ATTEMPTS.format(attempts=counted)}"
+
+
+class TimeLimitExceeded(JobControl):
+    """The attempt ran past SOULWORKER_JOB_TIMEOUT_SECONDS."""
+
+
+class JobRun:
+    """One attempt of one job in this process."""
+
+    def __init__(
+        self, job: ClaimedJob, store: JobStore, handler: JobHandler, settings: Settings
+    ) -> None:
+        self.job = job
+        self.store = store
+        self.handler = handler
+        self.settings = settings
+        self.ctx = JobContext(
+            job, store, progress_interval_seconds=settings.progress_interval_seconds
+        )
+        self._handler_task: asyncio.Task[dict[str, Any]] | None = None
+
+    def request_release(self) -> None:
+        """Soft stop for shutdown: the handler releases the job at its next checkpoint."""
+        self.ctx.request_release()
+
+    def stop(self, reason: JobControl) -> None:
+        """Hard stop: cancel the handler now; ``reason`` decides what is recorded."""
+        if self.ctx.stop_reason is None:
+            self.ctx.stop_reason = reason
+        if self._handler_task is not None and not self._handler_task.done():
+            self._handler_task.cancel()
+
+    async def run(self) -> None:
+        job = self.job
+        with structlog.contextvars.bound_contextvars(
+            job_id=str(job.id), user_id=str(job.user_id), attempt=job.attempt
+        ):
+            started = time.monotonic()
+            log.info("job claimed", max_attempts=job.max_attempts, resumed_from=job.stage)
+            try:
+                await self._run_and_record()
+            except LeaseLost:
+                log.warning("lease lost while recording the outcome; nothing more written")
+            except DATABASE_ERRORS as exc:
+                log.error(
+                    "could not record the job's outcome; its lease will expire and it will be "
+                    "picked up again",
+                    error=type(exc).__name__,
+                )
+            except Exception as exc:
+                # A bug here must not take the worker down with it; the lease covers the job.
+                log.error("job runner failed", error=type(exc).__name__, exc_info=exc)
+            finally:
+                log.info("job attempt ended", seconds=round(time.monotonic() - started, 3))
+
+    async def _run_and_record(self) -> None:
+        job = self.job
+        if job.checkpoint.get(COMPLETED):
+            # The handler committed all its work, then its worker died before the success was
+            # recorded: record it now (the result is already in the row), whatever else holds.
+            log.info("job's work was complete; recording its success")
+            await self._record(lambda: self.store.succeed(job.fence, {}))
+            return
+        if job.cancel_requested_at is not None:
+            log.info("job was cancelled while no worker held it")
+            await self._record(lambda: self.store.cancel(job.fence))
+            return
+        if job.attempt > job.max_attempts:
+            # A worker died holding the last attempt; the claim charged one more.
+            await self._record_failure(
+                "The import was interrupted too many times. Please try it again later.",
+                code="attempts_exhausted",
+                error_class="LeaseExpired",
+                permanent=True,
+            )
+            return
+        await self.store.mark_started(job.fence, START_LABEL)
+
+        outcome = await self._run_handler()
+        await self._record_outcome(outcome)
+
+    async def _run_handler(self) -> dict[str, Any] | BaseException:
+        self._handler_task = asyncio.create_task(self.handler.run(self.ctx), name="job-handler")
+        lease_task = asyncio.create_task(
+            keep_lease(
+                self.store,
+                self.job.fence,
+                leased_at=self.job.leased_at,
+                interval_seconds=self.settings.heartbeat_seconds,
+                lease_seconds=self.settings.lease_seconds,
+                stop_job=self.stop,
+            ),
+            name="job-lease",
+        )
+        try:
+            done, _ = await asyncio.wait(
+                {self._handler_task}, timeout=self.settings.job_timeout_seconds
+            )
+            if not done:
+                self.stop(TimeLimitExceeded("the attempt ran past its time limit"))
+                await asyncio.wait({self._handler_task})
+        finally:
+            lease_task.cancel()
+            await asyncio.gather(lease_task, return_exceptions=True)
+        task = self._handler_task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            # The work finished: a cancel or a lost lease noticed after it changes nothing (the
+            # success write is fenced, so a job that really is someone else's is not touched).
+            return task.result()
+        if self.ctx.checkpoint.get(COMPLETED):
+            # Stopped after its last transaction committed all the work: that is a success too.
+            return {}
+        if self.ctx.stop_reason is not None:
+            return self.ctx.stop_reason
+        if task.cancelled():
+            return asyncio.CancelledError()
+        exc = task.exception()
+        if exc is not None:
+            return exc
+        return task.result()
+
+    async def _record_outcome(self, outcome: dict[str, Any] | BaseException) -> None:
+        fence = self.job.fence
+        if isinstance(outcome, dict):
+            await self.ctx.flush_progress()
+            await self._record(lambda: self.store.succeed(fence, outcome))
+            log.info("job succeeded")
+        elif isinstance(outcome, LeaseLost):
+            log.warning("job stopped: lease lost; nothing more is written")
+        elif isinstance(outcome, CancelRequested):
+            await self._record(lambda: self.store.cancel(fence))
+            log.info("job cancelled")
+        elif isinstance(outcome, ReleaseRequested):
+            await self._record(lambda: self.store.release(fence))
+            log.info("job released for another worker to resume")
+        elif isinstance(outcome, TimeLimitExceeded):
+            minutes = self.settings.job_timeout_seconds / 60
+            await self._record_failure(
+                f"The import took longer than {minutes:g} minutes.",
+                code="time_limit",
+                error_class="TimeLimitExceeded",
+                permanent=False,
+            )
+        elif isinstance(outcome, JobError):
+            await self._record_failure(
+                outcome.message,
+                code=outcome.code,
+                error_class=type(outcome).__name__,
+                permanent=outcome.permanent,
+            )
+        else:
+            log.error(
+                "job failed with an unexpected error",
+                error=type(outcome).__name__,
+                exc_info=outcome,
+            )
+            await self._record_failure(
+                "The import failed because of an internal error.",
+                code="internal_error",
+                error_class=type(outcome).__name__,
+                permanent=False,
+            )
+
+    async def _record_failure(
+        self, message: str, *, code: str, error_class: str, permanent: bool
+    ) -> None:
+        fence = self.job.fence
+        retrying = not permanent and self.job.attempt < self.job.max_attempts
+        message = with_next_step(
+            message, retrying=retrying, permanent=permanent, attempts=self.job.attempt
+        )
+        if retrying:
+            delay = retry_delay(
+                self.job.attempt,
+                self.settings.retry_base_seconds,
+                self.settings.retry_max_seconds,
+            )
+            status, run_after = await self._record(
+                lambda: self.store.retry_later(
+                    fence,
+                    delay_seconds=delay,
+                    message=message,
+                    code=code,
+                    error_class=error_class,
+                )
+            )
+            if status == "cancelled":
+                log.info("job attempt failed after a cancel was requested; job cancelled")
+                return
+            log.warning(
+                "job attempt failed; will retry",
+                code=code,
+                error_class=error_class,
+                retry_in_seconds=round(delay, 1),
+                run_after=str(run_after),
+            )
+            return
+        await self._record(
+            lambda: self.store.fail(
+                fence, message=message, code=code, error_class=error_class, permanent=permanent
+            )
+        )
+        log.warning("job failed", code=code, error_class=error_class, permanent=permanent)
+
+    async def _record(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run an outcome write, retrying it across short database blips."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(OUTCOME_WRITE_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            retry=retry_if_exception_type(DATABASE_ERRORS),
+            reraise=True,
+        ):
+            with attempt:
+                return await write()
+        raise AssertionError("unreachable: tenacity reraises the last error")
