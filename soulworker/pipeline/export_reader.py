@@ -79,6 +79,7 @@ from soulworker.pipeline.export_guard import (
 from soulworker.pipeline.export_relay import RelayedStream
 from soulworker.pipeline.export_scan import (
     DAMAGE_SEARCH_BYTES,
+    DEFAULT_STALL_SECONDS,
     ByteSource,
     ScanJob,
     ScanProcess,
@@ -176,6 +177,8 @@ class ExportLimits:
     ``max_depth`` / ``max_key_bytes``: the structure guard's limits (``export_guard``).
     ``scan_process_min_bytes``: from this much JSON on, the guard runs in a helper process;
     ``None`` keeps it in-process always (``export_scan``).
+    ``helper_stall_seconds``: how long the helper may stay silent before the read fails
+    (transient).
     """
 
     max_export_bytes: int = DEFAULT_MAX_EXPORT_BYTES
@@ -184,6 +187,7 @@ class ExportLimits:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
     scan_process_min_bytes: int | None = DEFAULT_SCAN_PROCESS_MIN_BYTES  # None: never
+    helper_stall_seconds: float = DEFAULT_STALL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -206,9 +210,18 @@ class ExportReader:
     over the checks, and ``OSError`` for local I/O failures.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, limits: ExportLimits | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        limits: ExportLimits | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.limits = limits or ExportLimits()
+        # Called before every read of the export (each READ_SIZE bytes at most, whatever the
+        # bytes hold); raising there stops the iteration, closing files and the helper.
+        self.interrupt = interrupt
         self.kind: ExportKind | None = None
         self.members: tuple[str, ...] = ()
         self.current_member: str | None = None
@@ -296,7 +309,9 @@ class ExportReader:
             members=tuple(members or ()),
         )
         try:
-            self._scan = ScanProcess(job)
+            self._scan = ScanProcess(
+                job, interrupt=self.interrupt, stall_seconds=self.limits.helper_stall_seconds
+            )
         except OSError:
             self._scan = None  # no helper: the in-process guard does the same job, slower
 
@@ -516,6 +531,9 @@ class _GuardedStream:
     def _pull(self, size: int) -> bytes:
         """The next bytes of the source, counted and checked against the size limits."""
         member = self.spec.member
+        interrupt = self.reader.interrupt
+        if interrupt is not None:
+            interrupt()
         try:
             data = self.source.read(size)
         except EOFError as error:  # a gzip body or a ZIP member cut short

@@ -1,0 +1,179 @@
+"""Runs the CPU work of a parse in a thread of its own, and hands its output to the event loop.
+
+Why a thread: everything of the parse that costs CPU (ijson building objects, reading a ZIP's
+central directory, linearizing, chunking, sampling) is synchronous Python or C that holds the
+GIL for as long as a step takes: a hostile upload can make one step last seconds (a run of
+``[0,0,0,…]``, a 64 MB conversation, 300k ZIP entries). On the event loop that stops every job of
+the process, heartbeats included. In a thread, CPython hands the GIL to the loop thread at
+least every ``sys.getswitchinterval()`` (5 ms) whatever the step, so the loop, its heartbeats and
+the other jobs keep running. All database and network I/O stays on the loop: the thread only
+produces values. See docs/hostile-uploads.md for the measurements behind the choice.
+
+The channel is one-way and bounded: the thread ``put``s items with a size, and waits when more
+than ``max_bytes`` are waiting for the loop (so a slow database slows the parse instead of
+filling memory). The loop ``take``s everything waiting at once, which keeps the thread hand-offs
+rare. Either side can end it: the thread with ``finish`` (a result or an exception), the loop
+with ``stop``, after which the thread's next ``put`` or ``check_stopped`` raises ``ParseStopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_MAX_BYTES = 2 * 1024 * 1024
+"""Output waiting for the loop before the thread waits: a few COPY batches, so the database is
+never starved of rows, while memory stays bounded whatever the export."""
+
+STOP_POLL_SECONDS = 0.25
+"""How often a thread waiting for room checks whether the loop stopped it."""
+
+
+class ParseStopped(Exception):
+    """The loop stopped the parse (the job was cancelled, lost its lease or hit its time limit);
+    raised in the parse thread so that it unwinds, closing its files and helper process."""
+
+
+class ParseChannel(Generic[T, R]):
+    """Items of type ``T`` from a parse thread to the loop, then the thread's result ``R``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._loop = loop
+        self._lock = threading.Condition()
+        self._items: deque[T] = deque()
+        self._bytes = 0
+        self._stopped = False
+        self._finished = False
+        self._result: R | None = None
+        self._error: BaseException | None = None
+        self._wakeup = asyncio.Event()
+
+    # -- the thread's side ----------------------------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def check_stopped(self) -> None:
+        """Raise ``ParseStopped`` if the loop has stopped the parse (cheap: one attribute)."""
+        if self._stopped:
+            raise ParseStopped()
+
+    def put(self, item: T, size: int) -> None:
+        """Hand ``item`` (``size`` bytes of output) to the loop; wait while the channel is full."""
+        with self._lock:
+            while self._bytes >= self.max_bytes and self._items and not self._stopped:
+                self._lock.wait(STOP_POLL_SECONDS)
+            if self._stopped:
+                raise ParseStopped()
+            was_empty = not self._items
+            self._items.append(item)
+            self._bytes += size
+        if was_empty:
+            self._wake_loop()
+
+    def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
+        """The thread is done: with its result, or with the exception that ended it."""
+        with self._lock:
+            self._finished = True
+            self._result = result
+            self._error = error
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        # A closed loop (RuntimeError) has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    # -- the loop's side ------------------------------------------------------------------------
+
+    async def take(self, wait_seconds: float) -> list[T] | None:
+        """Everything waiting (possibly ``[]`` after ``wait_seconds`` without output), or
+        ``None`` once the thread has finished and everything was taken."""
+        for waited in (False, True):
+            with self._lock:
+                if self._items:
+                    items = list(self._items)
+                    self._items.clear()
+                    self._bytes = 0
+                    self._lock.notify_all()
+                    return items
+                if self._finished:
+                    return None
+                # Cleared under the lock: a put after this point sets it again.
+                self._wakeup.clear()
+            if waited:
+                return []
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait_seconds)
+            except TimeoutError:
+                return []
+        return []
+
+    def outcome(self) -> R:
+        """The thread's result; raises the exception it finished with."""
+        with self._lock:
+            if not self._finished:
+                raise RuntimeError("the parse thread has not finished")
+            if self._error is not None:
+                raise self._error
+            assert self._result is not None
+            return self._result
+
+    def stop(self) -> None:
+        """Ask the thread to stop at its next ``put`` or ``check_stopped``."""
+        with self._lock:
+            self._stopped = True
+            self._items.clear()
+            self._bytes = 0
+            self._lock.notify_all()
+
+    async def wait_finished(self, within_seconds: float) -> bool:
+        """Wait up to ``within_seconds`` for the thread to finish; whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_seconds
+        while True:
+            with self._lock:
+                if self._finished:
+                    return True
+                self._wakeup.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return False
+
+
+def start_parse_thread(
+    channel: ParseChannel[T, R], work: Callable[[ParseChannel[T, R]], R], *, name: str
+) -> threading.Thread:
+    """Run ``work(channel)`` in a new daemon thread that reports its end through the channel.
+
+    The thread runs in a copy of the caller's context, so log lines it writes carry the job's
+    bound fields. It is a daemon thread: a process that must exit is never held up by a parse
+    that has not yet noticed it was stopped.
+    """
+    context = contextvars.copy_context()
+
+    def main() -> None:
+        try:
+            result = context.run(work, channel)
+        except BaseException as error:  # handed to the loop, which raises it there
+            channel.finish(error=error)
+        else:
+            channel.finish(result=result)
+
+    thread = threading.Thread(target=main, name=name, daemon=True)
+    thread.start()
+    return thread
