@@ -24,6 +24,7 @@ from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.import_run import ImportRun, Stage
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.pipeline.quick_pass_stage import QuickPassStage
+from soulworker.pipeline.stall_monitor import StallMonitor
 from soulworker.pipeline.storage_download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
 from soulworker.queue.context import JobContext
 from soulworker.settings import Settings, SettingsError
@@ -55,6 +56,19 @@ class ImportPipeline:
         self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        if not self.settings.loop_stall_monitor:
+            return await self._run_stages(ctx)
+        monitor = StallMonitor()
+        async with monitor.watching():
+            try:
+                result = await self._run_stages(ctx)
+            finally:
+                stall = round(monitor.max_stall_seconds, 4)
+                log.info("event loop stall", max_stall_seconds=stall, wakeups=monitor.wakeups)
+        result["loop_max_stall_seconds"] = stall
+        return result
+
+    async def _run_stages(self, ctx: JobContext) -> dict[str, Any]:
         with self.workspace.job_file(ctx.job.id, ".export") as export_path:
             ledger = previous_usage(ctx.job.result)
             run = ImportRun(

@@ -60,7 +60,12 @@ class ParseStage:
         job = run.ctx.job
         progress = run.progress(PARSE)
         await progress.begin()
-        limits = ExportLimits(max_export_bytes=run.settings.max_export_bytes)
+        settings = run.settings
+        limits = ExportLimits(
+            max_export_bytes=settings.max_export_bytes,
+            max_conversation_bytes=settings.max_conversation_bytes,
+            max_zip_entries=settings.max_zip_entries,
+        )
 
         async with run.ctx.transaction() as tx:
             async with ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id) as writer:
