@@ -147,9 +147,13 @@ def run_scan(job: ScanJob, out: BinaryIO) -> None:
             import zipfile  # here, not at the top: only ZIP jobs pay for it
 
             archive = zipfile.ZipFile(raw)
-            infos = archive.infolist()
-            for index, member in enumerate(job.members):
-                if not _scan_stream(job, index, partial(archive.open, infos[member]), out):
+            every = archive.infolist()
+            infos = [every[member] for member in job.members]
+            archive.filelist = infos  # the other entries (media) are never needed here
+            archive.NameToInfo = {}
+            del every
+            for index, info in enumerate(infos):
+                if not _scan_stream(job, index, partial(archive.open, info), out):
                     return
         elif job.kind == "gzip":
             import gzip  # here, not at the top: only gzip jobs pay for it
