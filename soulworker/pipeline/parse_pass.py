@@ -81,7 +81,10 @@ class ParsePass:
         self.now = datetime.now(UTC)
         self.fallback_time = job_started
         self.counts = ParseCounts()
-        self.duplicates = DuplicateResolver()
+        # Beside the export, in the job's private workspace; removed when the pass ends.
+        self.duplicates = DuplicateResolver(
+            spill_path=export_path.with_name(export_path.name + ".seen")
+        )
         self.sampler = QuickPassSampler(
             budget_chars=settings.quick_pass_sample_chars,
             hard_cap_chars=sample_hard_cap_chars(settings.quick_pass_model),
@@ -101,14 +104,18 @@ class ParsePass:
     def run(self, channel: ParseChannel[ParseOutput, ParseSummary]) -> ParseSummary:
         """Read the whole export, sending rows through ``channel``; the summary at the end."""
         self._channel = channel
-        with ExportReader(
-            self.export_path, limits=self.limits, interrupt=channel.check_stopped
-        ) as reader:
-            self._reader = reader
-            for raw in reader:
-                self.take(raw)
-            self.counts.skipped_items = reader.skipped_items
-            uncompressed = reader.uncompressed_bytes_read
+        try:
+            with ExportReader(
+                self.export_path, limits=self.limits, interrupt=channel.check_stopped
+            ) as reader:
+                self._reader = reader
+                for raw in reader:
+                    self.take(raw)
+                self.counts.skipped_items = reader.skipped_items
+                self.counts.numbers_read_as_text = reader.numbers_quoted
+                uncompressed = reader.uncompressed_bytes_read
+        finally:
+            self.duplicates.close()
         return ParseSummary(
             counts=self.counts,
             uncompressed_bytes=uncompressed,
@@ -170,8 +177,7 @@ class ParsePass:
         # Counted for the copy kept only (and taken back out if a better copy comes), so the
         # result describes what was imported, not every copy the export happened to hold.
         counts.truncated_messages += stats.truncated_messages
-        for content_type, seen in stats.unknown_content_types:
-            counts.unknown_content_types[content_type] += seen
+        unknown = self._count_unknown(stats.unknown_content_types)
         self.duplicates.keep(
             conversation.id,
             conversation.update_time,
@@ -179,8 +185,20 @@ class ParsePass:
             indexes,
             len(conversation.messages),
             truncated_messages=stats.truncated_messages,
-            unknown_content_types=stats.unknown_content_types,
+            unknown_content_types=unknown,
         )
+
+    def _count_unknown(self, seen: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+        """Count a conversation's unknown content types; what was counted under which key
+        (at most one pair per key, so the record kept for the copy stays small)."""
+        if not seen:
+            return ()
+        counted: dict[str, int] = {}
+        add = self.counts.unknown_content_types.add
+        for content_type, messages in seen:
+            key = add(content_type, messages)
+            counted[key] = counted.get(key, 0) + messages
+        return tuple(counted.items())
 
     def _uncount(self, previous: SeenConversation) -> None:
         """Take a replaced copy back out of the counts, whether or not it had dialogue."""
@@ -191,11 +209,8 @@ class ParsePass:
         else:
             counts.conversations_without_dialogue -= 1
         counts.truncated_messages -= previous.truncated_messages
-        unknown = counts.unknown_content_types
-        for content_type, seen in previous.unknown_content_types:
-            unknown[content_type] -= seen
-            if unknown[content_type] <= 0:
-                del unknown[content_type]
+        for key, messages in previous.unknown_content_types:
+            counts.unknown_content_types.remove(key, messages)
 
     def artifact(self) -> dict[str, Any]:
         """What the model stages need from the export, so none of them reads it again."""

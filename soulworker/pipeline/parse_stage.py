@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from soulworker.logs import get_logger
-from soulworker.pipeline.chunk_writer import ChunkWriter
+from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
 from soulworker.pipeline.export_errors import EmptyExport
 from soulworker.pipeline.export_reader import ExportLimits
 from soulworker.pipeline.import_run import ImportRun
@@ -73,7 +73,8 @@ class ParseStage:
                 parse = ParsePass(
                     run.settings, run.export_path, limits=limits, job_started=run.job_started
                 )
-                summary = await self._write_rows(parse, writer, progress)
+                copy_seconds = min(MAX_OPEN_SECONDS, settings.statement_timeout_seconds / 4)
+                summary = await self._write_rows(parse, writer, progress, copy_seconds)
                 await writer.flush()
             # The reader is done with the export (and its helper has exited): free the disk now.
             run.export_path.unlink(missing_ok=True)
@@ -114,7 +115,11 @@ class ParseStage:
         )
 
     async def _write_rows(
-        self, parse: ParsePass, writer: ChunkWriter, progress: StageProgress
+        self,
+        parse: ParsePass,
+        writer: ChunkWriter,
+        progress: StageProgress,
+        copy_seconds: float,
     ) -> ParseSummary:
         """Run the pass in its thread and store the rows it produces, in order; its summary."""
         channel: ParseChannel[ParseOutput, ParseSummary] = ParseChannel(asyncio.get_running_loop())
@@ -130,6 +135,7 @@ class ParseStage:
                         indexes = await writer.add(output.chunks)
                         if indexes != output.indexes:
                             raise RuntimeError("chunk rows were numbered out of order")
+                await writer.close_if_open_for(copy_seconds)
                 clock = time.monotonic()
                 if clock - last_report >= PROGRESS_EVERY_SECONDS:
                     await progress.report(parse.progress)

@@ -113,9 +113,7 @@ class ParseChannel(Generic[T, R]):
                 self._wakeup.clear()
             if waited:
                 return []
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), wait_seconds)
-            except TimeoutError:
+            if not await _wait_event(self._wakeup, wait_seconds):
                 return []
         return []
 
@@ -147,12 +145,23 @@ class ParseChannel(Generic[T, R]):
                     return True
                 self._wakeup.clear()
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or not await _wait_event(self._wakeup, remaining):
                 return False
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return False
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as the
+    event is set, and the thread sets this one hundreds of times a second, so a cancelled job
+    would have parsed on to the end.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def start_parse_thread(
