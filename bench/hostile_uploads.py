@@ -8,7 +8,12 @@ in one ``soulworker run --drain`` (``SOULWORKER_CONCURRENCY=2``, the default lea
 - ``zeros``: ``[0,0,0,…]`` of ``--zeros`` bytes (default 1 GB): no conversation at all;
 - ``tiny``: ``--tiny`` minimal conversations (default 1,000,000), a valid export;
 - ``zip-entries``: a ZIP with ``--zip-entries`` members (default 300,000) besides a small
-  ``conversations.json``.
+  ``conversations.json``;
+- ``giant`` (not run by default): ``--giant-count`` conversations of ``--giant-mb`` MB each
+  (default 10 of 20 MB), the largest single steps a parse takes.
+
+``--tree PATH`` runs the daemon from another checkout (to compare designs: it must have the
+stall monitor to report stalls).
 
 It reports, per scenario: the daemon's peak RSS (``/usr/bin/time``) and the process tree's
 (daemon + scan helpers, sampled every 20 ms), the longest event-loop stall each job saw (the
@@ -50,6 +55,7 @@ from bench.scratch_import import worker_env  # noqa: E402
 from tests import pg  # noqa: E402
 from tests.fakes.export_generator import ExportForm  # noqa: E402
 from tests.fakes.hostile_exports import (  # noqa: E402
+    write_giant_conversations,
     write_many_entry_zip,
     write_tiny_conversations,
     write_zeros,
@@ -68,6 +74,10 @@ def hostile_file(scenario: str, args: argparse.Namespace) -> Path:
         "zip-entries": (
             f"hostile-entries-{args.zip_entries}.zip",
             lambda p: write_many_entry_zip(p, args.zip_entries),
+        ),
+        "giant": (
+            f"hostile-giant-{args.giant_count}x{args.giant_mb}MB.json",
+            lambda p: write_giant_conversations(p, args.giant_count, args.giant_mb * 10**6),
         ),
     }
     if scenario not in makers:
@@ -96,7 +106,12 @@ def queue_job(conn: psycopg.Connection[Any], storage: StorageServer, export: Pat
 
 
 def run_scenario(
-    good: Path, hostile: Path, server_url: str, storage: StorageServer, extra: dict[str, str]
+    good: Path,
+    hostile: Path,
+    server_url: str,
+    storage: StorageServer,
+    extra: dict[str, str],
+    tree: Path = REPO_ROOT,
 ) -> dict[str, Any]:
     with pg.scratch_database(server_url) as url:
         env = worker_env(
@@ -112,7 +127,7 @@ def run_scenario(
         subprocess.run(
             [sys.executable, "-m", "soulworker", "migrate"],
             env=env,
-            cwd=REPO_ROOT,
+            cwd=tree,
             check=True,
             capture_output=True,
         )
@@ -122,9 +137,9 @@ def run_scenario(
         command = ["/usr/bin/time", "-v", sys.executable, "-m", "soulworker", "run", "--drain"]
         started = time.perf_counter()
         process = subprocess.Popen(
-            command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            command, env=env, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        with TreeRss(process.pid) as tree:
+        with TreeRss(process.pid) as sampler:
             stdout, stderr = process.communicate()
         wall = time.perf_counter() - started
         if process.returncode != 0:
@@ -162,7 +177,7 @@ def run_scenario(
 
         return {
             "peak_rss_mib": int(rss.group(1)) / 1024 if rss else float("nan"),
-            "tree_peak_rss_mib": tree.peak_kib / 1024,
+            "tree_peak_rss_mib": sampler.peak_kib / 1024,
             "wall_seconds": wall,
             "good": outcome(good_id),
             "hostile": outcome(hostile_id),
@@ -177,6 +192,9 @@ def main() -> int:
     parser.add_argument("--zeros", type=parse_size, default=parse_size("1GB"))
     parser.add_argument("--tiny", type=int, default=1_000_000)
     parser.add_argument("--zip-entries", type=int, default=300_000)
+    parser.add_argument("--giant-count", type=int, default=10)
+    parser.add_argument("--giant-mb", type=int, default=20)
+    parser.add_argument("--tree", type=Path, default=REPO_ROOT, help="checkout to run")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--env", action="append", default=[], help="extra NAME=VALUE for the worker"
@@ -201,7 +219,7 @@ def main() -> int:
             hostile = hostile_file(scenario, args)
             runs = []
             for _ in range(args.runs):
-                result = run_scenario(good, hostile, server_url, storage, extra)
+                result = run_scenario(good, hostile, server_url, storage, extra, args.tree)
                 print(scenario, result, flush=True)
                 runs.append(result)
             rows.append((scenario, hostile, runs))

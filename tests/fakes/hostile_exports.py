@@ -87,3 +87,33 @@ def write_many_entry_zip(path: Path, entries: int, *, conversations: int = 3) ->
         for number in range(entries - 1):
             archive.writestr(f"media/{number:07d}", b"x")
     return path
+
+
+def write_giant_conversations(path: Path, count: int, conversation_bytes: int) -> Path:
+    """``count`` conversations of about ``conversation_bytes`` of JSON each: long chains of
+    ~2 KB user and assistant messages, the largest single step a parse can be asked for."""
+    text = ("lorem ipsum dolor sit amet " * 80)[:2000]
+    node_bytes = len(text) + 160
+    nodes = max(2, conversation_bytes // node_bytes)
+    with path.open("w", encoding="utf-8") as out:
+        out.write("[")
+        for number in range(count):
+            if number:
+                out.write(",")
+            mapping = {}
+            parent = None
+            for index in range(nodes):
+                node_id = f"n{index}"
+                mapping[node_id] = {
+                    "id": node_id,
+                    "parent": parent,
+                    "message": {
+                        "author": {"role": "user" if index % 2 == 0 else "assistant"},
+                        "content": {"content_type": "text", "parts": [f"{index} {text}"]},
+                    },
+                }
+                parent = node_id
+            conversation = tiny_conversation(number) | {"mapping": mapping, "current_node": parent}
+            out.write(json.dumps(conversation, separators=(",", ":")))
+        out.write("]")
+    return path
