@@ -28,7 +28,7 @@ from soulworker.pipeline.stall_monitor import StallMonitor
 from soulworker.pipeline.storage_download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
 from soulworker.queue.context import JobContext
 from soulworker.settings import Settings, SettingsError
-from soulworker.tempfiles import WorkspaceRoot
+from soulworker.tempfiles import WorkspaceRoot, remove_file
 
 log = get_logger(__name__)
 
@@ -86,13 +86,18 @@ class ImportPipeline:
                 result=dict(ctx.job.result),
                 last_stage=self.stages[-1].spec.name,
             )
-            for stage in self.stages:
-                if stage.is_done(run):
-                    log.info("stage already done; skipped", stage=stage.spec.name)
-                    continue
-                log.info("stage started", stage=stage.spec.name)
-                await stage.run(run)
-                log.info("stage finished", stage=stage.spec.name)
+            try:
+                for stage in self.stages:
+                    if stage.is_done(run):
+                        log.info("stage already done; skipped", stage=stage.spec.name)
+                        continue
+                    log.info("stage started", stage=stage.spec.name)
+                    await stage.run(run)
+                    log.info("stage finished", stage=stage.spec.name)
+            finally:
+                # Off the loop (a multi-GB unlink takes a while); job_file removes it if this
+                # is cut short.
+                await remove_file(export_path)
         return run.result
 
     async def aclose(self) -> None:

@@ -35,6 +35,8 @@ from soulworker.pipeline.parse_pass import (
 )
 from soulworker.pipeline.parse_thread import ParseChannel, start_parse_thread
 from soulworker.pipeline.stages import PARSE, StageProgress
+from soulworker.sql_files import query
+from soulworker.tempfiles import remove_file
 
 log = get_logger(__name__)
 
@@ -77,13 +79,17 @@ class ParseStage:
                 summary = await self._write_rows(parse, writer, progress, copy_seconds)
                 await writer.flush()
             # The reader is done with the export (and its helper has exited): free the disk now.
-            run.export_path.unlink(missing_ok=True)
+            await remove_file(run.export_path)
             counts = summary.counts
             if counts.conversations == 0:
                 raise EmptyExport(empty_export_detail(counts))
             counts.chunks = writer.rows_written
             replaced = await writer.replace_previous_chunks()
-            await tx.put_artifact(PARSE_OUTPUT_ARTIFACT, summary.artifact)
+            # What tx.put_artifact does, with the JSON already encoded by the parse thread.
+            await tx.conn.execute(
+                query("put_job_artifact"),
+                {"job_id": job.id, "name": PARSE_OUTPUT_ARTIFACT, "content": summary.artifact_json},
+            )
             result: dict[str, Any] = {
                 **counts.to_result(),
                 "uncompressed_bytes": summary.uncompressed_bytes,

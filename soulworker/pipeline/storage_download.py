@@ -607,8 +607,11 @@ class _FileSink:
             await asyncio.wait([self._in_flight])
             self._in_flight = None
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            # Off the loop: ext4 starts writing back the dirty pages of a file that was
+            # truncated and rewritten when it is closed (auto_da_alloc), which held the event
+            # loop for ~0.17 s at the end of a 1 GB download.
+            await asyncio.to_thread(file.close)
 
     @property
     def received(self) -> int:
