@@ -151,8 +151,8 @@ list" (event-level parsing runs ~30 MB/s: about two seconds at most)."""
 
 MAX_NON_OBJECT_ITEMS = 100_000
 """List items that are not JSON objects tolerated in one export. Real exports hold none; a
-file full of them is garbage that would otherwise cost ~0.2 µs of parsing per byte to reach
-the same verdict ("holds no conversations") at its end."""
+file full of them is garbage that would otherwise cost ~0.1 µs of parsing per byte (10 MB/s)
+to reach the same verdict ("holds no conversations") at its end."""
 
 _CONVERSATIONS_PREFIX = {b"[": "item", b"{": "conversations.item"}
 
@@ -254,8 +254,10 @@ class ExportReader:
     block) releases the file, and stops the guard's helper process, if iteration stops early.
     Iteration blocks only on local file reads and, rarely, on the helper (it is normally ahead).
     Raises ``ExportError`` subclasses (permanent), ``SlowJsonBackend`` when ijson's C backend is
-    missing, ``TransientJobError`` (code ``export_scan_failed``) if the helper dies after taking
-    over the checks, and ``OSError`` for local I/O failures.
+    missing, ``TransientJobError`` if the helper dies after taking over the checks (code
+    ``export_scan_failed``) or stays silent for ``helper_stall_seconds``
+    (``export_scan_stalled``), whatever ``interrupt`` raises, and ``OSError`` for local I/O
+    failures.
     """
 
     def __init__(
