@@ -486,6 +486,9 @@ class ExportReader:
                             yield item
                         else:
                             self._skip_item(spec)
+                        # Not held while the next item is built: the caller may be done with it
+                        # (a conversation of tens of MB is ~4 times that in objects).
+                        del item
                 except (ijson.JSONError, UnicodeDecodeError) as error:
                     if quoter is not None or "overflow" not in str(error):
                         raise self._classify(

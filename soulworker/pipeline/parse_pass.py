@@ -13,6 +13,7 @@ it in a thread of its own (see ``parse_thread``) and does the writing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,12 +109,15 @@ class ParsePass:
         """Read the whole export, sending rows through ``channel``; the summary at the end."""
         self._channel = channel
         try:
+            # Before each read of the export: stop if told to, and wait while the rows already
+            # produced are not written, so no more of the export is in memory than that.
             with ExportReader(
-                self.export_path, limits=self.limits, interrupt=channel.check_stopped
+                self.export_path, limits=self.limits, interrupt=channel.wait_for_room
             ) as reader:
                 self._reader = reader
                 for raw in reader:
                     self.take(raw)
+                    del raw  # so that it is freed before the next conversation is built
                 self.counts.skipped_items = reader.skipped_items
                 self.counts.numbers_read_as_text = reader.numbers_quoted
                 uncompressed = reader.uncompressed_bytes_read
@@ -122,7 +126,7 @@ class ParsePass:
         return ParseSummary(
             counts=self.counts,
             uncompressed_bytes=uncompressed,
-            artifact_json=json.dumps(self.artifact()),
+            artifact_json=self.artifact_json(),
             persona_counts=self.persona.digest().counts.to_result(),
             rows=self.next_index,
         )
@@ -217,6 +221,25 @@ class ParsePass:
 
     def artifact(self) -> dict[str, Any]:
         """What the model stages need from the export, so none of them reads it again."""
+        return {**self._artifact_fields(), "chunk_layout": self.layout.to_json()}
+
+    def artifact_json(self) -> str:
+        """``artifact()`` as JSON text, made in slices: one ``json.dumps`` of the chunk layout
+        of a million chunks runs ~0.2 s in C without letting go of the GIL, so the event loop
+        waited for it; here no step holds the GIL for more than a few milliseconds."""
+        layout = self.layout
+        return "".join(
+            (
+                json.dumps(self._artifact_fields())[:-1],
+                ', "chunk_layout": {"header_chars": ',
+                _int_list_json(layout.header_chars),
+                ', "overlap_chars": ',
+                _int_list_json(layout.overlap_chars),
+                "}}",
+            )
+        )
+
+    def _artifact_fields(self) -> dict[str, Any]:
         sample = self.sampler.sample()
         return {
             "sample_text": sample.text,
@@ -225,5 +248,17 @@ class ParsePass:
                 [ranked.conversation_id, ranked.score] for ranked in self.sampler.top_ids()
             ],
             "persona_text": self.persona.digest().text,
-            "chunk_layout": self.layout.to_json(),
         }
+
+
+JSON_SLICE = 65_536
+"""Integers encoded per step by ``_int_list_json``: a few milliseconds of C each."""
+
+
+def _int_list_json(values: Sequence[int]) -> str:
+    """The JSON list of ``values``, encoded a slice at a time."""
+    slices = (
+        ",".join(map(str, values[start : start + JSON_SLICE]))
+        for start in range(0, len(values), JSON_SLICE)
+    )
+    return "[" + ",".join(slices) + "]"

@@ -9,11 +9,15 @@ least every ``sys.getswitchinterval()`` (5 ms) whatever the step, so the loop, i
 the other jobs keep running. All database and network I/O stays on the loop: the thread only
 produces values. See docs/hostile-uploads.md for the measurements behind the choice.
 
-The channel is one-way and bounded: the thread ``put``s items with a size, and waits when more
-than ``max_bytes`` are waiting for the loop (so a slow database slows the parse instead of
-filling memory). The loop ``take``s everything waiting at once, which keeps the thread hand-offs
+The channel is one-way and bounded: the thread ``put``s items with a size, and before it starts
+on more work it calls ``wait_for_room``, which waits while ``max_bytes`` or more are in flight:
+waiting for the loop, or taken by it and not yet written (the loop has written a batch when it
+comes back to ``take`` the next). So a slow database slows the parse instead of filling memory,
+and a single huge item (one 60 MB conversation's chunks) is written before the next conversation
+is even read. The loop ``take``s everything waiting at once, which keeps the thread hand-offs
 rare. Either side can end it: the thread with ``finish`` (a result or an exception), the loop
-with ``stop``, after which the thread's next ``put`` or ``check_stopped`` raises ``ParseStopped``.
+with ``stop``, after which the thread's next ``put``, ``wait_for_room`` or ``check_stopped``
+raises ``ParseStopped``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
-"""Output waiting for the loop before the thread waits: a few COPY batches, so the database is
-never starved of rows, while memory stays bounded whatever the export."""
+"""Output in flight (waiting for the loop or being written by it) before the thread waits: many
+conversations' rows, so the database is never starved of rows, while memory stays bounded
+whatever the export."""
 
 STOP_POLL_SECONDS = 0.25
 """How often a thread waiting for room checks whether the loop stopped it."""
@@ -50,7 +55,8 @@ class ParseChannel(Generic[T, R]):
         self._loop = loop
         self._lock = threading.Condition()
         self._items: deque[T] = deque()
-        self._bytes = 0
+        self._waiting = 0  # bytes put and not taken
+        self._writing = 0  # bytes taken by the loop, written once it takes again
         self._stopped = False
         self._finished = False
         self._result: R | None = None
@@ -69,17 +75,25 @@ class ParseChannel(Generic[T, R]):
             raise ParseStopped()
 
     def put(self, item: T, size: int) -> None:
-        """Hand ``item`` (``size`` bytes of output) to the loop; wait while the channel is full."""
+        """Hand ``item`` (``size`` bytes of output) to the loop."""
         with self._lock:
-            while self._bytes >= self.max_bytes and self._items and not self._stopped:
-                self._lock.wait(STOP_POLL_SECONDS)
             if self._stopped:
                 raise ParseStopped()
             was_empty = not self._items
             self._items.append(item)
-            self._bytes += size
+            self._waiting += size
         if was_empty:
             self._wake_loop()
+
+    def wait_for_room(self) -> None:
+        """Wait while ``max_bytes`` or more are in flight; raises ``ParseStopped`` if stopped."""
+        if self._waiting + self._writing < self.max_bytes and not self._stopped:
+            return  # the common case, without the lock: a stale read lets one more item through
+        with self._lock:
+            while self._waiting + self._writing >= self.max_bytes and not self._stopped:
+                self._lock.wait(STOP_POLL_SECONDS)
+            if self._stopped:
+                raise ParseStopped()
 
     def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
         """The thread is done: with its result, or with the exception that ended it."""
@@ -98,14 +112,16 @@ class ParseChannel(Generic[T, R]):
 
     async def take(self, wait_seconds: float) -> list[T] | None:
         """Everything waiting (possibly ``[]`` after ``wait_seconds`` without output), or
-        ``None`` once the thread has finished and everything was taken."""
+        ``None`` once the thread has finished and everything was taken. Taking again says the
+        items taken before are written."""
         for waited in (False, True):
             with self._lock:
+                self._writing = 0
+                self._lock.notify_all()
                 if self._items:
                     items = list(self._items)
                     self._items.clear()
-                    self._bytes = 0
-                    self._lock.notify_all()
+                    self._writing, self._waiting = self._waiting, 0
                     return items
                 if self._finished:
                     return None
@@ -128,11 +144,11 @@ class ParseChannel(Generic[T, R]):
             return self._result
 
     def stop(self) -> None:
-        """Ask the thread to stop at its next ``put`` or ``check_stopped``."""
+        """Ask the thread to stop at its next ``put``, ``wait_for_room`` or ``check_stopped``."""
         with self._lock:
             self._stopped = True
             self._items.clear()
-            self._bytes = 0
+            self._waiting = self._writing = 0
             self._lock.notify_all()
 
     async def wait_finished(self, within_seconds: float) -> bool:

@@ -41,14 +41,37 @@ async def test_the_thread_waits_while_the_channel_is_full() -> None:
     def work(out: ParseChannel[int, str]) -> str:
         nonlocal put
         for number in range(100):
+            out.wait_for_room()
             out.put(number, 4)
             put += 1
         return "done"
 
     start_parse_thread(channel, work, name="test-parse")
     await asyncio.sleep(0.3)  # nobody takes: the thread stops at the bound
-    assert put == 3  # 4 + 4 + 4 bytes: the third put found 8 < 10 and went in
+    assert put == 3  # 4 + 4 + 4 bytes: room was checked at 0, 4 and 8
     assert await drain(channel) == list(range(100))
+
+
+async def test_items_being_written_count_until_the_loop_comes_back() -> None:
+    channel: ParseChannel[int, str] = ParseChannel(asyncio.get_running_loop(), max_bytes=10)
+    put = 0
+
+    def work(out: ParseChannel[int, str]) -> str:
+        nonlocal put
+        out.put(0, 25)  # one item over the bound: allowed, alone
+        put += 1
+        out.wait_for_room()
+        out.put(1, 1)
+        put += 1
+        return "done"
+
+    start_parse_thread(channel, work, name="test-parse")
+    assert await channel.take(5) == [0]
+    await asyncio.sleep(0.3)  # the loop is "writing" item 0: the thread must not go on
+    assert put == 1
+    assert await channel.take(5) == [1]  # coming back means 0 is written
+    assert await channel.take(5) is None
+    assert put == 2
 
 
 async def test_an_error_in_the_thread_is_raised_on_the_loop() -> None:
@@ -71,6 +94,7 @@ async def test_stopping_ends_a_thread_waiting_for_room_and_one_checking() -> Non
 
     def fill(out: ParseChannel[int, str]) -> str:
         while True:
+            out.wait_for_room()
             out.put(0, 1)
 
     def spin(out: ParseChannel[int, str]) -> str:
