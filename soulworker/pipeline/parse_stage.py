@@ -134,13 +134,10 @@ class ParseStage:
         try:
             last_report = time.monotonic()
             while (outputs := await channel.take(PROGRESS_EVERY_SECONDS)) is not None:
-                for output in outputs:
-                    if isinstance(output, DeleteChunks):
-                        await writer.delete(output.indexes)
-                    else:
-                        indexes = await writer.add(output.chunks)
-                        if indexes != output.indexes:
-                            raise RuntimeError("chunk rows were numbered out of order")
+                await _write_outputs(writer, outputs)
+                # Written: let the rows go now, not once the next ones have been parsed (one
+                # conversation's rows can be tens of MB).
+                outputs.clear()
                 await writer.close_if_open_for(copy_seconds)
                 clock = time.monotonic()
                 if clock - last_report >= PROGRESS_EVERY_SECONDS:
@@ -153,6 +150,17 @@ class ParseStage:
                 channel.stop()
                 if not await asyncio.shield(channel.wait_finished(STOP_WAIT_SECONDS)):
                     log.warning("the parse thread did not stop in time; left to finish alone")
+
+
+async def _write_outputs(writer: ChunkWriter, outputs: list[ParseOutput]) -> None:
+    """Send one batch of the parse's output to the database, in order."""
+    for output in outputs:
+        if isinstance(output, DeleteChunks):
+            await writer.delete(output.indexes)
+        else:
+            indexes = await writer.add(output.chunks)
+            if indexes != output.indexes:
+                raise RuntimeError("chunk rows were numbered out of order")
 
 
 def empty_export_detail(counts: ParseCounts) -> str | None:
