@@ -276,6 +276,7 @@ class ScanProcess:
             self.close()
             raise
         _widen_pipe(self._stdout)
+        os.set_blocking(self._stdout.fileno(), False)  # reads wait in _wait_readable
         self._relayed: dict[int, deque[bytes]] = {}
         self._abandoned: set[int] = set()
         self._safe: dict[int, int] = {}
@@ -373,9 +374,7 @@ class ScanProcess:
 
     def _read_exactly(self, size: int) -> bytes | None:
         """``size`` bytes from the helper's pipe, or ``None`` if it closed first."""
-        fd = self._stdout.fileno()
-        self._wait_readable()
-        data = os.read(fd, size)
+        data = self._read(size)
         if len(data) == size:
             return data
         parts = [data]
@@ -383,17 +382,24 @@ class ScanProcess:
         while missing:
             if not data:
                 return None
-            self._wait_readable()
-            data = os.read(fd, missing)
+            data = self._read(missing)
             parts.append(data)
             missing -= len(data)
         return b"".join(parts)
 
+    def _read(self, size: int) -> bytes:
+        """One read of the (non-blocking) pipe, waiting for the helper only when it is empty:
+        the helper is normally ahead, so most reads cost one system call."""
+        fd = self._stdout.fileno()
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            self._wait_readable()
+            return os.read(fd, size)
+
     def _wait_readable(self) -> None:
         """Returns once a read from the pipe will not block. Raises what ``interrupt`` raises,
         or a transient error (the helper killed) after ``stall_seconds`` of silence."""
-        if _readable(self._stdout):
-            return
         started = time.monotonic()
         while not _readable(self._stdout, WAIT_POLL_SECONDS):
             if self._interrupt is not None:
