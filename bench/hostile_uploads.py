@@ -238,7 +238,7 @@ def main() -> int:
             text = f"{first['status']}, attempt {first['attempt']}"
             if first["error"]:
                 text += f", {first['error']}"
-            return text + f", {statistics.median(r[key]['seconds'] for r in runs)} s"
+            return text + f", {statistics.median(r[key]['seconds'] for r in runs):.1f} s"
 
         print(
             f"| {scenario} | {hostile.stat().st_size / 1e6:.1f} | "

@@ -5,11 +5,17 @@ stall monitor that measures the loop."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
 
-from soulworker.pipeline.parse_thread import ParseChannel, ParseStopped, start_parse_thread
+from soulworker.pipeline.parse_thread import (
+    SWITCH_INTERVAL_SECONDS,
+    ParseChannel,
+    ParseStopped,
+    start_parse_thread,
+)
 from soulworker.pipeline.stall_monitor import StallMonitor
 
 
@@ -160,4 +166,20 @@ def test_the_parse_thread_does_not_keep_the_process_alive() -> None:
         assert thread.daemon
         thread.join(timeout=5)
     finally:
+        loop.close()
+
+
+def test_a_parse_thread_shortens_the_interpreters_switch_interval() -> None:
+    before = sys.getswitchinterval()
+    loop = asyncio.new_event_loop()
+    try:
+        sys.setswitchinterval(0.005)  # CPython's default
+        channel: ParseChannel[int, str] = ParseChannel(loop)
+        start_parse_thread(channel, lambda out: "done", name="test-parse").join(timeout=5)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+        sys.setswitchinterval(0.0001)  # already shorter: left alone
+        start_parse_thread(channel, lambda out: "done", name="test-parse").join(timeout=5)
+        assert sys.getswitchinterval() == pytest.approx(0.0001)
+    finally:
+        sys.setswitchinterval(before)
         loop.close()
