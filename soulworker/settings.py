@@ -339,6 +339,19 @@ class Settings:
         "anything a person types and bounds memory per message.",
         parse_size, default_text="1MiB", group="pipeline",
     )
+    max_conversation_bytes: int = _knob(
+        "SOULWORKER_MAX_CONVERSATION_BYTES", 64 * MIB,
+        "One conversation's JSON is held in memory as objects (about 4x its size) while it is "
+        "read: larger ones fail the import. The largest real conversations are 18-40 MB; "
+        "raising it raises peak memory by ~4x the increase.",
+        parse_size, default_text="64MiB", group="pipeline",
+    )
+    max_zip_entries: int = _knob(
+        "SOULWORKER_MAX_ZIP_ENTRIES", 50_000,
+        "Files a ZIP may hold; more fails the import before its directory is read (each entry "
+        "costs ~600 bytes of memory). Real exports hold a few thousand with media.",
+        _int_at_least(1), group="pipeline",
+    )
     chunk_tier: str = _knob(
         "SOULWORKER_CHUNK_TIER", "medium",
         "Chunk size for search: micro (~250 tokens), medium (~2000, what the chat was tuned "
@@ -435,6 +448,14 @@ class Settings:
         "SOULWORKER_LOG_LEVEL", "info",
         "debug, info, warning or error.",
         _choice("debug", "info", "warning", "error"), group="logs",
+    )
+
+    loop_stall_monitor: bool = _knob(
+        "SOULWORKER_LOOP_STALL_MONITOR", False,
+        "Benchmarks only: measure the event loop's longest stall during each job and report it "
+        "(an \"event loop stall\" log line and loop_max_stall_seconds in the result). Off: the "
+        "monitor wakes 100 times a second.",
+        _bool, default_text="off", group="logs",
     )
 
     @classmethod

@@ -194,6 +194,19 @@ class CorruptArchive(ExportError):
         )
 
 
+class TooManyZipEntries(ExportError):
+    """A ZIP with more files than any ChatGPT export (``SOULWORKER_MAX_ZIP_ENTRIES``)."""
+
+    default_code = "zip_too_many_entries"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The ZIP file holds more than {limit:,} files, far more than a ChatGPT export does. "
+            "Please upload the ZIP exactly as ChatGPT delivered it, or only its "
+            "conversations.json."
+        )
+
+
 class EncryptedArchive(ExportError):
     """Password-protected ZIP members: ChatGPT never encrypts exports."""
 

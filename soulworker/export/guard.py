@@ -54,8 +54,9 @@ from __future__ import annotations
 import re
 
 DEFAULT_MAX_DEPTH = 128
-"""Twice the deepest nesting real exports reach (DESIGN §12: under 64); far below Python's
-recursion limit for recursive consumers, and 128 levels of short path strings cost ~40 KB."""
+"""Twice the deepest nesting real exports reach (docs/export-format.md: under 64); far below
+Python's recursion limit for recursive consumers, and 128 levels of short path strings cost
+~40 KB."""
 
 DEFAULT_MAX_KEY_BYTES = 1024
 """Real export keys are names and node ids (under 100 bytes). With 1 KiB keys at every one of

@@ -7,16 +7,24 @@ as ijson builds them, floats as ``float``) in file order, across every conversat
   ``file_type`` hint and the file name are never trusted;
 - JSON is a bare array (the real format) or, defensively, ``{"conversations": [...]}``: the first
   significant byte decides which, so the file is parsed once;
-- a ZIP is read member by member straight from the archive (``export.zip_members`` picks and orders the
-  members; nothing is extracted), a gzip body is decompressed on the fly;
+- a ZIP is read member by member straight from the archive (``zip_members`` picks and orders
+  the members; nothing is extracted), a gzip body is decompressed on the fly;
 - items that are not objects are counted in ``skipped_items`` and not yielded; judging
-  conversations is the linearizer's job.
+  conversations is the linearizer's job. More than ``MAX_NON_OBJECT_ITEMS`` of them and the
+  file is refused as not an export: each costs the parser as much as a small conversation and
+  no real export holds a single one (a run of ``[0,0,0,…]`` parses at ~10 MB/s).
+
+Numbers: JSON numbers beyond what yajl holds (integers from 2^63, floats beyond ~1.8e308) stop
+ijson with an "overflow"; the stream is then read again from its start with exactly those numbers
+turned into strings of their digits (``export_numbers``), the items already yielded are passed
+over, and reading goes on. Such a stream parses at ~30 MB/s instead of ~140.
 
 Nothing the reader yields is final until it is exhausted: a ZIP member's CRC is only checked at
 its end, so the caller commits nothing before the iterator stops without raising.
 
 Limits (``ExportLimits``), each checked before the bytes reach the parser:
 
+- entries in a ZIP (``SOULWORKER_MAX_ZIP_ENTRIES``), before its central directory is read;
 - total uncompressed bytes (``SOULWORKER_MAX_EXPORT_BYTES``, DESIGN default 8 GiB): on the ZIP
   central directory and again on the bytes actually produced;
 - expansion ratio of a ZIP member (declared) or of a gzip body (while streaming);
@@ -76,9 +84,11 @@ from soulworker.export.guard import (
     Refusal,
     StructureGuard,
 )
+from soulworker.export.numbers import QuotingStream
 from soulworker.export.relay import RelayedStream
 from soulworker.export.scan import (
     DAMAGE_SEARCH_BYTES,
+    DEFAULT_STALL_SECONDS,
     ByteSource,
     ScanJob,
     ScanProcess,
@@ -94,14 +104,22 @@ from soulworker.export.sniff import (
     first_json_byte,
     sniff,
 )
-from soulworker.export.zip_members import check_members, exceeds_ratio, find_conversation_members
+from soulworker.export.zip_members import (
+    DEFAULT_MAX_ZIP_ENTRIES,
+    check_central_directory,
+    check_members,
+    exceeds_ratio,
+    find_conversation_members,
+    keep_only,
+)
 from soulworker.settings import SettingsError
 
 FAST_BACKEND = "yajl2_c"
-"""ijson's C backend: ~10x any other (research/export-format.md §5)."""
+"""ijson's C backend: ~10x any other (docs/export-format.md)."""
 
 DEFAULT_MAX_EXPORT_BYTES = 8 * 1024**3
-"""DESIGN §12 ``SOULWORKER_MAX_EXPORT_BYTES``: the largest real exports are a few GB."""
+"""``SOULWORKER_MAX_EXPORT_BYTES`` (docs/hostile-uploads.md): the largest real exports are a few
+GB."""
 
 DEFAULT_MAX_COMPRESSION_RATIO = 100.0
 """Real exports deflate 4:1 to ~15:1 (JSON text); deflate bombs sit near its 1032:1 ceiling.
@@ -112,7 +130,7 @@ DEFAULT_MAX_CONVERSATION_BYTES = 64 * 1024**2
 largest real conversations reported are 18-40 MB."""
 
 READ_SIZE = 64 * 1024
-"""ijson's own default buffer: larger reads do not parse faster (export-format.md §5)."""
+"""ijson's own default buffer: larger reads do not parse faster (docs/export-format.md)."""
 
 MAX_LEADING_WHITESPACE = 1024 * 1024
 """Whitespace tolerated before the first significant byte; more means it is not an export."""
@@ -131,6 +149,11 @@ GZIP_EXPANSION_ESTIMATE = 5
 EXPLAIN_LIMIT_BYTES = 64 * 1024**2
 """How far the error path reads a top-level object to tell "no conversations key" from "empty
 list" (event-level parsing runs ~30 MB/s: about two seconds at most)."""
+
+MAX_NON_OBJECT_ITEMS = 100_000
+"""List items that are not JSON objects tolerated in one export. Real exports hold none; a
+file full of them is garbage that would otherwise cost ~0.1 µs of parsing per byte (10 MB/s)
+to reach the same verdict ("holds no conversations") at its end."""
 
 _CONVERSATIONS_PREFIX = {b"[": "item", b"{": "conversations.item"}
 
@@ -173,9 +196,12 @@ class ExportLimits:
     ``max_export_bytes``: uncompressed bytes in all (``SOULWORKER_MAX_EXPORT_BYTES``).
     ``max_compression_ratio``: expansion allowed for a ZIP member or a gzip body.
     ``max_conversation_bytes``: JSON bytes of one conversation (held in memory whole).
-    ``max_depth`` / ``max_key_bytes``: the structure guard's limits (``export.guard``).
+    ``max_depth`` / ``max_key_bytes``: the structure guard's limits (``export_guard``).
+    ``max_zip_entries``: files in a ZIP, checked before its directory is read (``export_zip``).
     ``scan_process_min_bytes``: from this much JSON on, the guard runs in a helper process;
-    ``None`` keeps it in-process always (``scan``).
+    ``None`` keeps it in-process always (``export_scan``).
+    ``helper_stall_seconds``: how long the helper may stay silent before the read fails
+    (transient).
     """
 
     max_export_bytes: int = DEFAULT_MAX_EXPORT_BYTES
@@ -183,7 +209,19 @@ class ExportLimits:
     max_conversation_bytes: int = DEFAULT_MAX_CONVERSATION_BYTES
     max_depth: int = DEFAULT_MAX_DEPTH
     max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
+    max_zip_entries: int = DEFAULT_MAX_ZIP_ENTRIES
     scan_process_min_bytes: int | None = DEFAULT_SCAN_PROCESS_MIN_BYTES  # None: never
+    helper_stall_seconds: float = DEFAULT_STALL_SECONDS
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A JSON stream opened for reading: its bytes and where reading them stands in the input
+    file (``position``; for gzip also ``compressed_position``, for the expansion check)."""
+
+    source: ByteSource
+    position: Callable[[], int]
+    compressed_position: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,8 +229,23 @@ class _Spec:
     """One JSON stream to read: its display name and how to open it (again)."""
 
     member: str | None  # archive member name for messages; None for a plain or gzip file
-    open: Callable[[], ByteSource]
-    compressed_position: Callable[[], int] | None = None  # gzip: input bytes consumed
+    open: Callable[[], ByteSource]  # for the error paths, which only need the bytes
+    reopen: Callable[[], _Opened]  # for reading the whole stream again (``export_numbers``)
+
+
+class _GzipBody:
+    """A gzip file's decompressed body that also closes the file under it."""
+
+    def __init__(self, file: io.BufferedReader) -> None:
+        self.file = file
+        self.body = gzip.GzipFile(fileobj=file, mode="rb")
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self.body.read(size)
+
+    def close(self) -> None:
+        self.body.close()
+        self.file.close()
 
 
 class ExportReader:
@@ -202,13 +255,24 @@ class ExportReader:
     block) releases the file, and stops the guard's helper process, if iteration stops early.
     Iteration blocks only on local file reads and, rarely, on the helper (it is normally ahead).
     Raises ``ExportError`` subclasses (permanent), ``SlowJsonBackend`` when ijson's C backend is
-    missing, ``TransientJobError`` (code ``export_scan_failed``) if the helper dies after taking
-    over the checks, and ``OSError`` for local I/O failures.
+    missing, ``TransientJobError`` if the helper dies after taking over the checks (code
+    ``export_scan_failed``) or stays silent for ``helper_stall_seconds``
+    (``export_scan_stalled``), whatever ``interrupt`` raises, and ``OSError`` for local I/O
+    failures.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, limits: ExportLimits | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        limits: ExportLimits | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.limits = limits or ExportLimits()
+        # Called before every read of the export (each READ_SIZE bytes at most, whatever the
+        # bytes hold); raising there stops the iteration, closing files and the helper.
+        self.interrupt = interrupt
         self.kind: ExportKind | None = None
         self.members: tuple[str, ...] = ()
         self.current_member: str | None = None
@@ -217,6 +281,7 @@ class ExportReader:
         self.uncompressed_bytes_read = 0
         self.conversations_read = 0
         self.skipped_items = 0
+        self.numbers_quoted = 0  # numbers too large for the parser, read as text
         self._progress_total = 0
         self._done = False
         self._iterator: Generator[dict[str, Any], None, None] | None = None
@@ -269,8 +334,8 @@ class ExportReader:
                     yield from self._read_gzip(backend, raw)
                 else:
                     self._start_scan(kind, self.input_bytes_total)
-                    spec = _Spec(None, lambda: open(self.path, "rb"))  # noqa: SIM115 - closed by _read_stream
-                    yield from self._read_stream(backend, spec, raw, position=raw.tell, index=0)
+                    spec = _Spec(None, self._open_file, self._reopen_file)
+                    yield from self._read_stream(backend, spec, _Opened(raw, raw.tell), index=0)
             finally:
                 if self._scan is not None:
                     self._scan.close()
@@ -296,7 +361,9 @@ class ExportReader:
             members=tuple(members or ()),
         )
         try:
-            self._scan = ScanProcess(job)
+            self._scan = ScanProcess(
+                job, interrupt=self.interrupt, stall_seconds=self.limits.helper_stall_seconds
+            )
         except OSError:
             self._scan = None  # no helper: the in-process guard does the same job, slower
 
@@ -305,15 +372,28 @@ class ExportReader:
             return self._scan.guard(index)
         return StructureGuard(self.limits.max_depth, self.limits.max_key_bytes)
 
-    def _read_gzip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
-        def reopen() -> ByteSource:
-            return gzip.GzipFile(fileobj=open(self.path, "rb"), mode="rb")
+    def _open_file(self) -> io.BufferedReader:
+        return open(self.path, "rb")
 
-        spec = _Spec(None, reopen, compressed_position=raw.tell)
+    def _reopen_file(self) -> _Opened:
+        file = self._open_file()
+        return _Opened(file, file.tell)
+
+    def _read_gzip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
+        def open_body() -> ByteSource:
+            return _GzipBody(self._open_file())
+
+        def reopen() -> _Opened:
+            file = self._open_file()
+            return _Opened(_GzipBody(file), file.tell, file.tell)
+
+        spec = _Spec(None, open_body, reopen)
         body = gzip.GzipFile(fileobj=raw, mode="rb")
-        yield from self._read_stream(backend, spec, body, position=raw.tell, index=0)
+        yield from self._read_stream(backend, spec, _Opened(body, raw.tell, raw.tell), index=0)
 
     def _read_zip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
+        check_central_directory(raw, max_entries=self.limits.max_zip_entries)
+        raw.seek(0)
         try:
             archive = zipfile.ZipFile(raw)
         except (zipfile.BadZipFile, EOFError, ValueError) as error:
@@ -328,83 +408,134 @@ class ExportReader:
             self.members = tuple(member.name for member in members)
             self._progress_total = sum(member.info.compress_size for member in members)
             positions = {id(info): number for number, info in enumerate(archive.infolist())}
+            indexes = [positions[id(member.info)] for member in members]
+            del positions
+            keep_only(archive, members)
             self._start_scan(
-                ExportKind.ZIP,
-                sum(member.info.file_size for member in members),
-                [positions[id(member.info)] for member in members],
+                ExportKind.ZIP, sum(member.info.file_size for member in members), indexes
             )
             finished = 0
             for index, member in enumerate(members):
                 info = member.info
                 self.current_member = member.name
 
-                def reopen(info: zipfile.ZipInfo = info, name: str = member.name) -> ByteSource:
+                def open_member(
+                    info: zipfile.ZipInfo = info, name: str = member.name
+                ) -> ByteSource:
                     return _open_member(archive, info, name)
 
-                spec = _Spec(member.name, reopen)
-                source: ByteSource
-                position: Callable[[], int]
+                def reopen(
+                    info: zipfile.ZipInfo = info, name: str = member.name, finished: int = finished
+                ) -> _Opened:
+                    source = _open_member(archive, info, name)
+                    return _Opened(source, partial(_file_position, raw, info, finished))
+
+                spec = _Spec(member.name, open_member, reopen)
+                opened: _Opened
                 if self._scan is not None:  # the helper decompresses it already: read its copy
-                    source = relayed = RelayedStream(self._scan, index, reopen)
-                    position = partial(_relayed_position, relayed, info, finished)
+                    relayed = RelayedStream(self._scan, index, open_member)
+                    opened = _Opened(relayed, partial(_relayed_position, relayed, info, finished))
                 else:
-                    source = _open_member(archive, info, member.name)
-                    position = partial(_file_position, raw, info, finished)
-                yield from self._read_stream(backend, spec, source, position=position, index=index)
+                    opened = reopen()
+                yield from self._read_stream(backend, spec, opened, index=index)
                 finished += info.compress_size
             self.current_member = None
 
     # -- one JSON stream ------------------------------------------------------------------------
 
     def _read_stream(
-        self,
-        backend: Any,
-        spec: _Spec,
-        source: ByteSource,
-        *,
-        position: Callable[[], int],
-        index: int,
+        self, backend: Any, spec: _Spec, opened: _Opened, *, index: int
     ) -> Iterator[dict[str, Any]]:
-        stream = _GuardedStream(self, spec, source, position, self._guard(index))
-        try:
-            first = stream.start()
-            if not first:
-                return  # an empty or blank member: nothing in it
-            prefix = _CONVERSATIONS_PREFIX.get(first)
-            if prefix is None:
-                raise NotAnExport(describe(stream.head), member=spec.member)
-            found = 0
+        """The conversations of one JSON stream. If the parser meets a number it cannot hold,
+        the stream is read again from its start with such numbers quoted (``export_numbers``),
+        and the items already handled are passed over."""
+        handled = found = 0
+        quoter: QuotingStream | None = None
+        counted = 0
+        prefix: str | None = None
+        while True:
+            stream = _GuardedStream(
+                self,
+                spec,
+                opened.source,
+                opened.position,
+                self._guard(index),
+                compressed_position=opened.compressed_position,
+                counted=counted,
+            )
             try:
-                for item in backend.items(stream, prefix, use_float=True, buf_size=READ_SIZE):
-                    stream.item_done()
-                    if type(item) is dict:
-                        found += 1
-                        self.conversations_read += 1
-                        yield item
-                    else:
-                        self.skipped_items += 1
-            except (ijson.JSONError, UnicodeDecodeError) as error:
-                raise self._classify(backend, error, stream, spec) from None
-            stream.drain()
-        finally:
-            source.close()
+                first = stream.start()
+                if not first:
+                    return  # an empty or blank member: nothing in it
+                prefix = _CONVERSATIONS_PREFIX.get(first)
+                if prefix is None:
+                    raise NotAnExport(describe(stream.head), member=spec.member)
+                parsed: Any = stream if quoter is None else quoter
+                if quoter is not None:
+                    quoter.stream = stream
+                seen = 0
+                try:
+                    for item in backend.items(parsed, prefix, use_float=True, buf_size=READ_SIZE):
+                        stream.item_done()
+                        seen += 1
+                        if seen <= handled:
+                            continue  # handled before the stream was read again
+                        handled = seen
+                        if type(item) is dict:
+                            found += 1
+                            self.conversations_read += 1
+                            yield item
+                        else:
+                            self._skip_item(spec)
+                        # Not held while the next item is built: the caller may be done with it
+                        # (a conversation of tens of MB is ~4 times that in objects).
+                        del item
+                except (ijson.JSONError, UnicodeDecodeError) as error:
+                    if quoter is not None or "overflow" not in str(error):
+                        raise self._classify(
+                            backend, error, stream, spec, exact=quoter is None
+                        ) from None
+                    quoter = QuotingStream(stream)
+                    counted = stream.offset
+                else:
+                    stream.drain()
+                    break
+            finally:
+                opened.source.close()
+            opened = spec.reopen()
+        if quoter is not None:
+            self.numbers_quoted += quoter.quoter.quoted
         if prefix != "item" and not found:
-            self._explain_empty_object(backend, spec)
+            self._explain_empty_object(backend, spec, quoting=quoter is not None)
+
+    def _skip_item(self, spec: _Spec) -> None:
+        """Counts a list item that is not an object; too many mean the file is no export."""
+        self.skipped_items += 1
+        if self.skipped_items > MAX_NON_OBJECT_ITEMS:
+            raise NotAnExport(
+                f"a JSON list with more than {MAX_NON_OBJECT_ITEMS:,} entries that are not "
+                "conversations",
+                member=spec.member,
+            )
 
     def _classify(
-        self, backend: Any, error: Exception, stream: _GuardedStream, spec: _Spec
+        self, backend: Any, error: Exception, stream: _GuardedStream, spec: _Spec, *, exact: bool
     ) -> ExportError:
         """The user-facing error for a parser failure. ijson's message quotes the input, so it
-        is only inspected here, never passed on."""
+        is only inspected here, never passed on. Without ``exact`` (a stream read with numbers
+        quoted, whose bytes the parser did not see as they are) a syntax error is located at
+        the buffer it was found in."""
         text = str(error)
         if isinstance(error, UnicodeDecodeError) or "UTF8" in text:
             return InvalidUtf8(stream.locate_utf8_error(), member=spec.member)
         if "premature EOF" in text:
             return ExportTruncated(stream.offset, member=spec.member)
-        offset, exact = _locate_syntax_error(backend, spec, stream)
-        return InvalidJson(offset, member=spec.member, near=not exact)
+        if not exact:
+            return InvalidJson(stream.last_start, member=spec.member, near=True)
+        offset, found = _locate_syntax_error(backend, spec, stream)
+        return InvalidJson(offset, member=spec.member, near=not found)
 
-    def _explain_empty_object(self, backend: Any, spec: _Spec) -> None:
+    def _explain_empty_object(self, backend: Any, spec: _Spec, *, quoting: bool) -> None:
         """A top-level object gave no conversations: say whether its list was empty or absent.
 
         Runs only on this failure path, stops at the ``conversations`` key or after
@@ -413,10 +544,11 @@ class ExportReader:
         """
         guard = StructureGuard(self.limits.max_depth, self.limits.max_key_bytes)
         replay = _GuardedStream(self, spec, spec.open(), None, guard, counting=False)
+        parsed: Any = QuotingStream(replay) if quoting else replay
         keys: set[str] = set()
         try:
             replay.start()
-            for path, event, value in backend.parse(replay, buf_size=READ_SIZE):
+            for path, event, value in backend.parse(parsed, buf_size=READ_SIZE):
                 if replay.offset > EXPLAIN_LIMIT_BYTES:
                     break
                 if path == "" and event == "map_key":
@@ -492,10 +624,14 @@ class _GuardedStream:
         guard: StructureGuard | _HasCheck,
         *,
         counting: bool = True,
+        compressed_position: Callable[[], int] | None = None,
+        counted: int = 0,
     ) -> None:
         self.reader = reader
         self.spec = spec
         self.source = source
+        self._compressed_position = compressed_position
+        self._counted = counted  # bytes of this stream an earlier reading already counted
         self.head = b""
         self.offset = 0  # bytes of this stream produced so far (the BOM included)
         self.bom = False
@@ -516,6 +652,9 @@ class _GuardedStream:
     def _pull(self, size: int) -> bytes:
         """The next bytes of the source, counted and checked against the size limits."""
         member = self.spec.member
+        interrupt = self.reader.interrupt
+        if interrupt is not None:
+            interrupt()
         try:
             data = self.source.read(size)
         except EOFError as error:  # a gzip body or a ZIP member cut short
@@ -535,14 +674,15 @@ class _GuardedStream:
         if not self._counting:
             return data
         reader = self.reader
-        reader.uncompressed_bytes_read += len(data)
+        if self.offset > self._counted:
+            reader.uncompressed_bytes_read += min(len(data), self.offset - self._counted)
         limits = reader.limits
         if reader.uncompressed_bytes_read > limits.max_export_bytes:
             raise ExportTooLarge(limits.max_export_bytes, member=member)
         if self._position is not None:
             position = self._position()
             reader.input_bytes_read = max(reader.input_bytes_read, position)
-        compressed = self.spec.compressed_position
+        compressed = self._compressed_position
         if compressed is not None and exceeds_ratio(
             self.offset, compressed(), limits.max_compression_ratio
         ):
@@ -617,6 +757,11 @@ class _GuardedStream:
         while self.offset < limit and self._pull(READ_SIZE):
             pass
         raise helper_failed()
+
+    @property
+    def last_start(self) -> int:
+        """Where the last buffer handed to the parser starts in the stream."""
+        return self._last_start
 
     def item_done(self) -> None:
         """ijson finished an item in the last buffer: a conversation's bytes start there at most."""
@@ -698,6 +843,10 @@ def _locate_syntax_error(backend: Any, spec: _Spec, stream: _GuardedStream) -> t
     except (ijson.JSONError, UnicodeDecodeError):
         return skip + replay.delivered - 1, True
     except (ExportError, OSError, EOFError, zipfile.BadZipFile, zlib.error):
+        pass
+    except (ValueError, SystemError):
+        # yajl fed one byte at a time can fail inside Python's own integer conversion (a
+        # number of over 4,300 digits): no exact offset then.
         pass
     finally:
         replay.source.close()

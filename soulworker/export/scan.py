@@ -50,6 +50,7 @@ import contextlib
 import os
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -79,6 +80,15 @@ SCAN_READ_SIZE = 256 * 1024
 REPORT_BYTES = 1024 * 1024
 """How often the helper reports progress; the parser waits at most this far behind it."""
 
+
+DEFAULT_STALL_SECONDS = 60.0
+"""Longest the parser waits for the helper's next record before giving up on it. The helper
+reads a local file and reports at least every ``REPORT_BYTES``, so even on a loaded machine a
+silence of a minute means it is stuck (stopped, swapped out, wedged on a broken disk): the job
+fails as transient, and a retry starts a new helper."""
+
+WAIT_POLL_SECONDS = 0.25
+"""While waiting for the helper, how often the parser checks whether it was told to stop."""
 
 DAMAGE_SEARCH_BYTES = 4 * SCAN_READ_SIZE
 """How far past the helper's last good offset the reader looks for the damage that stopped it.
@@ -137,9 +147,13 @@ def run_scan(job: ScanJob, out: BinaryIO) -> None:
             import zipfile  # here, not at the top: only ZIP jobs pay for it
 
             archive = zipfile.ZipFile(raw)
-            infos = archive.infolist()
-            for index, member in enumerate(job.members):
-                if not _scan_stream(job, index, partial(archive.open, infos[member]), out):
+            every = archive.infolist()
+            infos = [every[member] for member in job.members]
+            archive.filelist = infos  # the other entries (media) are never needed here
+            archive.NameToInfo = {}
+            del every
+            for index, info in enumerate(infos):
+                if not _scan_stream(job, index, partial(archive.open, info), out):
                     return
         elif job.kind == "gzip":
             import gzip  # here, not at the top: only gzip jobs pay for it
@@ -223,12 +237,25 @@ def main() -> None:  # pragma: no cover - exercised through a real subprocess in
 
 
 class ScanProcess:
-    """The parent's handle on a running helper; see the module docstring."""
+    """The parent's handle on a running helper; see the module docstring.
 
-    def __init__(self, job: ScanJob) -> None:
+    Waiting for the helper never blocks for long: ``interrupt`` (if given) is called every
+    ``WAIT_POLL_SECONDS`` while waiting, and may raise to stop the wait, and a helper silent
+    for ``stall_seconds`` is killed and reported as a transient failure.
+    """
+
+    def __init__(
+        self,
+        job: ScanJob,
+        *,
+        interrupt: Callable[[], None] | None = None,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+    ) -> None:
         import subprocess  # here, not at the top: the helper itself never needs it
 
         self.job = job
+        self._interrupt = interrupt
+        self._stall_seconds = stall_seconds
         self._process = subprocess.Popen(
             [sys.executable, "-m", "soulworker.export.scan"],
             stdin=subprocess.PIPE,
@@ -249,6 +276,7 @@ class ScanProcess:
             self.close()
             raise
         _widen_pipe(self._stdout)
+        os.set_blocking(self._stdout.fileno(), False)  # reads wait in _wait_readable
         self._relayed: dict[int, deque[bytes]] = {}
         self._abandoned: set[int] = set()
         self._safe: dict[int, int] = {}
@@ -346,8 +374,7 @@ class ScanProcess:
 
     def _read_exactly(self, size: int) -> bytes | None:
         """``size`` bytes from the helper's pipe, or ``None`` if it closed first."""
-        fd = self._stdout.fileno()
-        data = os.read(fd, size)
+        data = self._read(size)
         if len(data) == size:
             return data
         parts = [data]
@@ -355,10 +382,33 @@ class ScanProcess:
         while missing:
             if not data:
                 return None
-            data = os.read(fd, missing)
+            data = self._read(missing)
             parts.append(data)
             missing -= len(data)
         return b"".join(parts)
+
+    def _read(self, size: int) -> bytes:
+        """One read of the (non-blocking) pipe, waiting for the helper only when it is empty:
+        the helper is normally ahead, so most reads cost one system call."""
+        fd = self._stdout.fileno()
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            self._wait_readable()
+            return os.read(fd, size)
+
+    def _wait_readable(self) -> None:
+        """Returns once a read from the pipe will not block. Raises what ``interrupt`` raises,
+        or a transient error (the helper killed) after ``stall_seconds`` of silence."""
+        started = time.monotonic()
+        while not _readable(self._stdout, WAIT_POLL_SECONDS):
+            if self._interrupt is not None:
+                self._interrupt()
+            if time.monotonic() - started >= self._stall_seconds:
+                self.dead = True
+                if self._process.poll() is None:
+                    self._process.kill()
+                raise helper_stalled()
 
     def close(self) -> None:
         """Stops the helper if it still runs and reaps it."""
@@ -417,17 +467,25 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         fcntl.fcntl(stream.fileno(), set_pipe_size, PIPE_BYTES)
 
 
-def _readable(stream: IO[bytes]) -> bool:
-    """Whether a read from ``stream`` would not block (data or end of file is waiting)."""
+def _readable(stream: IO[bytes], timeout: float = 0) -> bool:
+    """Whether a read from ``stream`` would not block (data or end of file is waiting),
+    waiting up to ``timeout`` seconds for it to become so."""
     import select  # here, not at the top: the helper itself never needs it
 
-    return bool(select.select([stream], [], [], 0)[0])
+    return bool(select.select([stream], [], [], timeout)[0])
 
 
 def helper_failed() -> TransientJobError:
     return TransientJobError(
         "The export check stopped unexpectedly.",
         code="export_scan_failed",
+    )
+
+
+def helper_stalled() -> TransientJobError:
+    return TransientJobError(
+        "The export check stopped responding.",
+        code="export_scan_stalled",
     )
 
 

@@ -6,13 +6,17 @@ number is the table's unique key, so a job can never write a chunk twice.
 Each row goes into an open COPY statement as soon as it is made, so the server stores chunks
 (compression, indexes, WAL) on its own core while this process parses the next conversations;
 buffering rows and sending them at once made the parse wait for the server instead. A statement
-is closed after ``BATCH_MAX_ROWS`` rows or ``BATCH_MAX_BYTES`` bytes, so no single COPY runs long
-enough to meet the statement timeout however large the export, and before any other statement
-on the connection (a COPY in progress admits none).
+is closed after ``BATCH_MAX_ROWS`` rows or ``BATCH_MAX_BYTES`` bytes, before any other statement
+on the connection (a COPY in progress admits none), and once it has been open for
+``max_open_seconds``: the statement timeout counts from a statement's start, so a COPY opened
+before a long stretch of the export with nothing to write (conversations without dialogue, or a
+slow parse) would otherwise be cut off by it however few rows it carried. The caller checks the
+age with ``close_if_open_for``, also while no rows come.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from uuid import UUID
@@ -27,6 +31,10 @@ from soulworker.sql_files import query
 # being large enough that per-statement overhead does not matter.
 BATCH_MAX_ROWS = 2000
 BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+MAX_OPEN_SECONDS = 10.0
+"""A COPY statement is ended after this long at most (or a quarter of the statement timeout,
+if less): far from any timeout, while one extra statement per ten seconds costs nothing."""
 
 _COLUMN_TYPES = [
     "uuid", "text", "text", "text", "int4", "timestamptz", "bool", "text", "uuid", "int4", "int4",
@@ -44,6 +52,7 @@ class ChunkWriter:
         self._copy_stack = AsyncExitStack()
         self._statement_rows = 0
         self._statement_bytes = 0
+        self._opened_at = 0.0
 
     async def __aenter__(self) -> ChunkWriter:
         return self
@@ -91,6 +100,13 @@ class ChunkWriter:
                 await self.flush()
         return range(first, self.next_index)
 
+    async def close_if_open_for(self, seconds: float) -> bool:
+        """End the COPY in progress if it started ``seconds`` ago or more; whether it did."""
+        if self._copy is None or time.monotonic() - self._opened_at < seconds:
+            return False
+        await self.flush()
+        return True
+
     async def flush(self) -> None:
         """End the COPY statement in progress (the server confirms every row it was sent)."""
         if self._copy is None:
@@ -106,6 +122,7 @@ class ChunkWriter:
         copy = await self._copy_stack.enter_async_context(cursor.copy(query("copy_chunks")))
         copy.set_types(_COLUMN_TYPES)
         self._copy = copy
+        self._opened_at = time.monotonic()
         return copy
 
     async def delete(self, indexes: range) -> None:

@@ -1,7 +1,7 @@
 """Stage 1, download (0–20 % by bytes): the export from Supabase Storage to a private temp file.
 
-The storage path is validated before any request (DESIGN §9). The file lives only as long as the
-attempt, so this stage writes no checkpoint of its own: a resumed job that has not finished the
+The storage path is validated before any request (docs/contract.md). The file lives only as long as
+the attempt, so this stage writes no checkpoint of its own: a resumed job that has not finished the
 parse downloads again, and one that has skips both stages.
 """
 

@@ -1,8 +1,9 @@
 """Stage 5, full pass (60–95 % by batches): facts from every chunk, resumable per batch.
 
-The plan (see ``soulprint.full_pass_plan``) is saved before the first call. Each batch's facts are saved as
-soon as they arrive, in their own fenced transaction, so a resumed job never asks for a batch it
-already has. Batches run with bounded concurrency (the job's slice of the model client's limit).
+The plan (see ``soulprint.full_pass_plan``) is saved before the first call. Each batch's facts are
+saved as soon as they arrive, in their own fenced transaction, so a resumed job never asks for a
+batch it already has. Batches run with bounded concurrency (the job's slice of the model client's
+limit).
 
 Per batch: a refusal skips the batch and counts it; an answer cut off is asked again with a
 larger limit, then the batch is split in halves (bounded); past that it is a transient failure

@@ -25,9 +25,10 @@ from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.import_run import ImportRun, Stage
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.pipeline.quick_pass_stage import QuickPassStage
+from soulworker.pipeline.stall_monitor import StallMonitor
 from soulworker.settings import Settings, SettingsError
 from soulworker.storage.download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
-from soulworker.tempfiles import WorkspaceRoot
+from soulworker.tempfiles import WorkspaceRoot, remove_file
 
 log = get_logger(__name__)
 
@@ -55,6 +56,19 @@ class ImportPipeline:
         self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        if not self.settings.loop_stall_monitor:
+            return await self._run_stages(ctx)
+        monitor = StallMonitor()
+        async with monitor.watching():
+            try:
+                result = await self._run_stages(ctx)
+            finally:
+                stall = round(monitor.max_stall_seconds, 4)
+                log.info("event loop stall", max_stall_seconds=stall, wakeups=monitor.wakeups)
+        result["loop_max_stall_seconds"] = stall
+        return result
+
+    async def _run_stages(self, ctx: JobContext) -> dict[str, Any]:
         with self.workspace.job_file(ctx.job.id, ".export") as export_path:
             ledger = previous_usage(ctx.job.result)
             run = ImportRun(
@@ -92,6 +106,10 @@ class ImportPipeline:
                 # Also on a cancel: the task finishes this write before it ends.
                 await keep_usage_of_unfinished_attempt(run)
                 raise
+            finally:
+                # Off the loop (a multi-GB unlink takes a while); job_file removes it if this
+                # is cut short.
+                await remove_file(export_path)
         return run.result
 
     async def aclose(self) -> None:

@@ -1,160 +1,54 @@
 """Stage 2, parse (20–35 % by bytes read): one streaming pass from the export to stored chunks.
 
-In one pass over the file: read conversations (ijson), linearize, resolve duplicates, chunk, and
-COPY the chunks into ``conversation_chunks``, while keeping the quick-pass sample and the persona
-signals in bounded structures. Everything is written inside one transaction that also replaces the
-user's previous chunks and marks the stage done, so:
+The pass itself (``parse_pass``: read, linearize, resolve duplicates, chunk, sample) runs in a
+thread of its own (``parse_thread``), so however long one of its steps takes, the event loop,
+and with it the heartbeats and every other job of the process, keeps running. This module is
+the loop's side: it sends the rows the thread produces into an open COPY, reports progress, and
+writes everything inside one transaction that also replaces the user's previous chunks and marks
+the stage done, so:
 
 * nothing is visible until the whole export was read (a ZIP's CRC fails only at its very end);
 * the chat never sees an empty or a doubled chunk set;
 * a killed or rescued parse leaves nothing behind, and its retry cannot duplicate a chunk.
 
-The work is synchronous Python (ijson's C parser, the linearizer, the chunker); the loop hands
-control back to the event loop every few milliseconds so heartbeats and other jobs keep running.
+The export's temp file is removed as soon as the reader is done with it: the later stages
+never read it, and a large export should not hold the disk through minutes of model calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from soulworker.conversations.chunk_layout import ChunkLayout
-from soulworker.conversations.chunker import chunk_conversation
-from soulworker.conversations.conversation import ChunkTier, Conversation
-from soulworker.conversations.duplicates import DuplicateResolver, SeenConversation, Verdict
-from soulworker.conversations.linearize import BadConversation, linearize
 from soulworker.export.errors import EmptyExport
-from soulworker.export.reader import ExportLimits, ExportReader
-from soulworker.llm.models import sample_hard_cap_chars
+from soulworker.export.reader import ExportLimits
 from soulworker.logs import get_logger
-from soulworker.pipeline.chunk_writer import ChunkWriter
+from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import ParseCounts
-from soulworker.pipeline.stages import PARSE
-from soulworker.soulprint.persona import PersonaCollector
-from soulworker.soulprint.sampler import QuickPassSampler
+from soulworker.pipeline.parse_pass import (
+    DeleteChunks,
+    ParseOutput,
+    ParsePass,
+    ParseSummary,
+)
+from soulworker.pipeline.parse_thread import ParseChannel, start_parse_thread
+from soulworker.pipeline.stages import PARSE, StageProgress
+from soulworker.sql_files import query
+from soulworker.tempfiles import remove_file
 
 log = get_logger(__name__)
 
-# Hand control back to the event loop this often (seconds of uninterrupted parsing).
-YIELD_EVERY_SECONDS = 0.02
-# Report progress this often; the queue throttles the database writes further.
 PROGRESS_EVERY_SECONDS = 0.25
+"""How often the loop side looks at the parse's progress when it has nothing else to do; the
+queue throttles the database writes further."""
+
+STOP_WAIT_SECONDS = 10.0
+"""How long a stopped parse may take to notice: it checks at every read of the export, so it
+normally stops within milliseconds; this only bounds a thread stuck in a single step."""
+
 PARSE_OUTPUT_ARTIFACT = "parse_output"
-
-
-class ParsePass:
-    """The state of one streaming pass: counts, duplicates, the sample, persona, chunk layout."""
-
-    def __init__(self, run: ImportRun, writer: ChunkWriter) -> None:
-        settings = run.settings
-        self.writer = writer
-        self.max_message_bytes = settings.max_message_bytes
-        self.tier = ChunkTier(settings.chunk_tier)
-        self.now = datetime.now(UTC)
-        self.fallback_time = run.job_started
-        self.counts = ParseCounts()
-        self.duplicates = DuplicateResolver()
-        self.sampler = QuickPassSampler(
-            budget_chars=settings.quick_pass_sample_chars,
-            hard_cap_chars=sample_hard_cap_chars(settings.quick_pass_model),
-        )
-        self.persona = PersonaCollector(budget_chars=settings.persona_signal_chars)
-        self.layout = ChunkLayout()
-        self.write_seconds = 0.0  # waiting on COPY, for the log: where a slow parse spends time
-
-    async def take(self, raw: Any) -> None:
-        """One raw conversation from the reader."""
-        conversation = self._linearize(raw)
-        if conversation is None:
-            return
-        self.persona.add_conversation(conversation)
-        await self._keep(conversation)
-
-    def _linearize(self, raw: Any) -> Conversation | None:
-        counts = self.counts
-        try:
-            conversation = linearize(raw, max_message_bytes=self.max_message_bytes)
-        except BadConversation as bad:
-            counts.bad_conversations += 1
-            counts.bad_conversation_reasons[bad.code] += 1
-            return None
-        counts.canvas_documents += conversation.stats.canvas_documents
-        counts.canvas_updates_not_applied += conversation.stats.canvas_updates_not_applied
-        return conversation
-
-    async def _keep(self, conversation: Conversation) -> None:
-        counts = self.counts
-        verdict, previous = self.duplicates.judge(
-            conversation.id, conversation.update_time, conversation.stats.mapping_size
-        )
-        if verdict is Verdict.STALE:
-            counts.duplicates += 1
-            return
-        if verdict is Verdict.REPLACES and previous is not None:
-            counts.duplicates += 1
-            await self.writer.delete(previous.chunk_indexes)
-            self.sampler.discard(conversation.id)
-            self._uncount(previous)
-        stats = conversation.stats
-        indexes = range(0)
-        if conversation.messages:
-            chunks = chunk_conversation(
-                conversation, now=self.now, fallback_created_at=self.fallback_time, tier=self.tier
-            )
-            writing = time.perf_counter()
-            indexes = await self.writer.add(chunks)
-            self.write_seconds += time.perf_counter() - writing
-            self.layout.extend(indexes, chunks)
-            self.sampler.offer(conversation)
-            counts.conversations += 1
-            counts.messages += len(conversation.messages)
-        else:
-            counts.conversations_without_dialogue += 1
-        # Counted for the copy kept only (and taken back out if a better copy comes), so the
-        # result describes what was imported, not every copy the export happened to hold.
-        counts.truncated_messages += stats.truncated_messages
-        for content_type, seen in stats.unknown_content_types:
-            counts.unknown_content_types[content_type] += seen
-        self.duplicates.keep(
-            conversation.id,
-            conversation.update_time,
-            stats.mapping_size,
-            indexes,
-            len(conversation.messages),
-            truncated_messages=stats.truncated_messages,
-            unknown_content_types=stats.unknown_content_types,
-        )
-
-    def _uncount(self, previous: SeenConversation) -> None:
-        """Take a replaced copy back out of the counts, whether or not it had dialogue."""
-        counts = self.counts
-        if previous.message_count:
-            counts.conversations -= 1
-            counts.messages -= previous.message_count
-        else:
-            counts.conversations_without_dialogue -= 1
-        counts.truncated_messages -= previous.truncated_messages
-        unknown = counts.unknown_content_types
-        for content_type, seen in previous.unknown_content_types:
-            unknown[content_type] -= seen
-            if unknown[content_type] <= 0:
-                del unknown[content_type]
-
-    def artifact(self) -> dict[str, Any]:
-        """What the model stages need from the export, so none of them reads it again."""
-        sample = self.sampler.sample()
-        return {
-            "sample_text": sample.text,
-            "sample_conversation_ids": list(sample.conversation_ids),
-            "top_conversations": [
-                [ranked.conversation_id, ranked.score] for ranked in self.sampler.top_ids()
-            ],
-            "persona_text": self.persona.digest().text,
-            "chunk_layout": self.layout.to_json(),
-        }
 
 
 class ParseStage:
@@ -169,40 +63,42 @@ class ParseStage:
         job = run.ctx.job
         progress = run.progress(PARSE)
         await progress.begin()
-        limits = ExportLimits(max_export_bytes=run.settings.max_export_bytes)
+        settings = run.settings
+        limits = ExportLimits(
+            max_export_bytes=settings.max_export_bytes,
+            max_conversation_bytes=settings.max_conversation_bytes,
+            max_zip_entries=settings.max_zip_entries,
+        )
 
         async with run.ctx.transaction() as tx:
             async with ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id) as writer:
                 await writer.start()
-                parse = ParsePass(run, writer)
-                with ExportReader(run.export_path, limits=limits) as reader:
-                    slice_started = last_report = time.monotonic()
-                    for raw in reader:
-                        await parse.take(raw)
-                        clock = time.monotonic()
-                        if clock - slice_started >= YIELD_EVERY_SECONDS:
-                            if clock - last_report >= PROGRESS_EVERY_SECONDS:
-                                await progress.report(reader.progress)
-                                last_report = clock
-                            await asyncio.sleep(0)
-                            slice_started = time.monotonic()
-                    parse.counts.skipped_items = reader.skipped_items
-                    uncompressed_bytes = reader.uncompressed_bytes_read
+                parse = ParsePass(
+                    run.settings, run.export_path, limits=limits, job_started=run.job_started
+                )
+                copy_seconds = min(MAX_OPEN_SECONDS, settings.statement_timeout_seconds / 4)
+                summary = await self._write_rows(parse, writer, progress, copy_seconds)
                 await writer.flush()
-            counts = parse.counts
+            # The reader is done with the export (and its helper has exited): free the disk now.
+            await remove_file(run.export_path)
+            counts = summary.counts
             if counts.conversations == 0:
                 raise EmptyExport(empty_export_detail(counts))
             counts.chunks = writer.rows_written
             replaced = await writer.replace_previous_chunks()
-            await tx.put_artifact(PARSE_OUTPUT_ARTIFACT, parse.artifact())
-            summary: dict[str, Any] = {
+            # What tx.put_artifact does, with the JSON already encoded by the parse thread.
+            await tx.conn.execute(
+                query("put_job_artifact"),
+                {"job_id": job.id, "name": PARSE_OUTPUT_ARTIFACT, "content": summary.artifact_json},
+            )
+            result: dict[str, Any] = {
                 **counts.to_result(),
-                "uncompressed_bytes": uncompressed_bytes,
+                "uncompressed_bytes": summary.uncompressed_bytes,
                 "chunk_tier": parse.tier.value,
                 "previous_chunks_replaced": replaced,
-                "persona_signals": parse.persona.digest().counts.to_result(),
+                "persona_signals": summary.persona_counts,
             }
-            run.result.update(summary)
+            run.result.update(result)
             seconds = run.record_stage_seconds(PARSE.name, time.monotonic() - started)
             carried: dict[str, Any] = {
                 key: run.result[key] for key in ("export_bytes", "download") if key in run.result
@@ -212,7 +108,7 @@ class ParseStage:
                 percent=PARSE.end,
                 label=PARSE.label,
                 checkpoint={PARSE.name: {"done": True, "chunks": counts.chunks}},
-                result={**summary, **carried, **seconds},
+                result={**result, **carried, **seconds},
                 completed=run.completes_job(PARSE),
             )
         log.info(
@@ -223,8 +119,49 @@ class ParseStage:
             bad_conversations=counts.bad_conversations,
             duplicates=counts.duplicates,
             seconds=round(time.monotonic() - started, 2),
-            write_seconds=round(parse.write_seconds, 2),
         )
+
+    async def _write_rows(
+        self,
+        parse: ParsePass,
+        writer: ChunkWriter,
+        progress: StageProgress,
+        copy_seconds: float,
+    ) -> ParseSummary:
+        """Run the pass in its thread and store the rows it produces, in order; its summary."""
+        channel: ParseChannel[ParseOutput, ParseSummary] = ParseChannel(asyncio.get_running_loop())
+        start_parse_thread(channel, parse.run, name="soulworker-parse")
+        finished = False
+        try:
+            last_report = time.monotonic()
+            while (outputs := await channel.take(PROGRESS_EVERY_SECONDS)) is not None:
+                await _write_outputs(writer, outputs)
+                # Written: let the rows go now, not once the next ones have been parsed (one
+                # conversation's rows can be tens of MB).
+                outputs.clear()
+                await writer.close_if_open_for(copy_seconds)
+                clock = time.monotonic()
+                if clock - last_report >= PROGRESS_EVERY_SECONDS:
+                    await progress.report(parse.progress)
+                    last_report = clock
+            finished = True
+            return channel.outcome()
+        finally:
+            if not finished:
+                channel.stop()
+                if not await asyncio.shield(channel.wait_finished(STOP_WAIT_SECONDS)):
+                    log.warning("the parse thread did not stop in time; left to finish alone")
+
+
+async def _write_outputs(writer: ChunkWriter, outputs: list[ParseOutput]) -> None:
+    """Send one batch of the parse's output to the database, in order."""
+    for output in outputs:
+        if isinstance(output, DeleteChunks):
+            await writer.delete(output.indexes)
+        else:
+            indexes = await writer.add(output.chunks)
+            if indexes != output.indexes:
+                raise RuntimeError("chunk rows were numbered out of order")
 
 
 def empty_export_detail(counts: ParseCounts) -> str | None:

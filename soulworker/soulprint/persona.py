@@ -1,6 +1,6 @@
 """Collects persona signals across a whole export into one labelled, bounded text for the model.
 
-Custom instructions and memory writes are the densest facts about a person (DESIGN §4, §12
+Custom instructions and memory writes are the densest facts about a person (docs/pipeline.md
 "Persona signals"). The export repeats them: every conversation carries the custom-instruction
 version in force when it ran, and the same memory may be written several times. This collector
 keeps every *distinct* signal (whitespace-normalised text) per kind, within a character budget,

@@ -1,7 +1,7 @@
 """The quick-pass sample: the richest conversations, formatted, within a character budget.
 
-The predecessor's sampling (research/predecessor-facts.md §4), fixed, and run while the export
-streams (DESIGN §4 "Quick-pass sampling"):
+The predecessor's sampling (docs/pipeline.md, "Quick-pass sampling"), fixed, and run while the
+export streams:
 
 Eligibility and score. A conversation with at least ``MIN_MESSAGES`` messages is eligible. Its
 score is ``10 x messages + sum over user messages of min(len, 500) + 20 x min(#user,
@@ -73,7 +73,7 @@ MIN_LIMIT_CHARS = 1_000
 MESSAGE_WEIGHT = 10
 USER_CHARS_CAP = 500
 BALANCE_WEIGHT = 20
-"""The predecessor's score weights (predecessor-facts.md §4)."""
+"""The predecessor's score weights (docs/pipeline.md)."""
 
 CANDIDATE_COUNT_FACTOR = 4
 CANDIDATE_CHARS_FACTOR = 4

@@ -6,8 +6,9 @@ key, a request header or any part of the export. ``code`` is stable; operators g
 by it. Storage's own error code (``NoSuchKey``, ``InvalidJWT``) and the HTTP status are kept as
 attributes for logs, never as the only explanation.
 
-Permanent errors fail the job at once (retrying the same request cannot help); the one
-transient error, ``StorageUnavailable``, is raised only after the download's own retries ran out.
+Permanent errors fail the job at once (retrying the same request cannot help). The transient
+ones: ``StorageUnavailable``, raised only after the download's own retries ran out, and
+``WorkerDiskFull``, when this worker's disk has no room for the export now.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ class StorageUnavailable(TransientJobError):
         super().__init__(message)
         self.reason = reason
         self.attempts = attempts
+
+
+class WorkerDiskTooSmall(PermanentJobError):
+    """The export is larger than the worker's whole disk: no attempt on this deployment can
+    hold it, so retrying would only repeat the failure. An operator who gives the workers
+    more disk can retry the job."""
+
+    default_code = "worker_disk_too_small"
 
 
 class WorkerDiskFull(TransientJobError):

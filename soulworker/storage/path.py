@@ -1,4 +1,4 @@
-"""Parse and validate a job's ``storage_path`` before anything is fetched (DESIGN §9, §12).
+"""Parse and validate a job's ``storage_path`` before anything is fetched (docs/contract.md).
 
 ``storage_path`` comes from a row the web app inserted, so it is untrusted input. It must be
 ``bucket/object`` where the bucket matches ``[a-z0-9_-]+`` and is one the worker may read,
@@ -24,7 +24,7 @@ from urllib.parse import quote
 from soulworker.storage.errors import InvalidStoragePath
 
 DEFAULT_ALLOWED_BUCKETS: frozenset[str] = frozenset({"imports"})
-"""The bucket the web app uploads exports to (DESIGN §12 ``SOULWORKER_STORAGE_BUCKETS``)."""
+"""The bucket the web app uploads exports to (``SOULWORKER_STORAGE_BUCKETS``)."""
 
 MAX_BUCKET_CHARS = 63
 """Bucket ids are short names; anything longer is garbage, and S3 caps bucket names at 63."""

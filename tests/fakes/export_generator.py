@@ -80,7 +80,8 @@ JSON = dict[str, Any]
 
 DEFAULT_MEDIAN_CONVERSATION_BYTES = 24_500
 """Median size *target*; a conversation stops at the first exchange past its target, so the
-written sizes come out at p50 ~31 KB and p99 ~350 KB, like the real export (export-format.md §5)."""
+written sizes come out at p50 ~31 KB and p99 ~350 KB, like the real export
+(docs/export-format.md)."""
 
 DEFAULT_SIZE_SIGMA = 1.05
 """Log-normal sigma of the target; with the overshoot above it puts p99 near the real ~370 KB."""
@@ -152,7 +153,7 @@ class Feature(enum.Enum):
 
 
 DEFAULT_RATES: Mapping[Feature, float] = {
-    # Per conversation unless noted. Chosen to resemble the analysed export (export-format.md §3.1).
+    # Per conversation unless noted. Chosen to resemble the analysed export (docs/export-format.md).
     Feature.BRANCHES: 0.06,  # per exchange
     Feature.HIDDEN_SYSTEM: 0.85,
     Feature.PYTHON_TOOL: 0.04,  # per exchange

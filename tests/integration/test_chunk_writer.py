@@ -3,6 +3,7 @@ replaced duplicate's range, and replacing a user's previous chunks atomically (d
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -308,3 +309,43 @@ async def test_many_rows_go_through_in_several_batches(conn: Conn) -> None:
     summary = await cur.fetchone()
     assert summary == {"n": total, "lo": 0, "hi": total - 1, "times": total}
     assert writer.rows_written == total
+
+
+# -- a COPY left open across a stretch with nothing to write ---------------------------------
+
+
+async def test_a_copy_open_past_the_statement_timeout_is_cut_off(conn: Conn) -> None:
+    # The hazard itself: the timeout counts from the COPY's start, not from its last row.
+    user, job = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        async with conn.transaction():
+            await conn.execute("set local statement_timeout = 500")
+            async with ChunkWriter(conn, job_id=job, user_id=user) as writer:
+                await writer.start()
+                await writer.add([make_chunk("c-1")])
+                await asyncio.sleep(0.8)  # a stretch of the export without dialogue
+                await writer.add([make_chunk("c-2")])
+                await writer.flush()
+
+
+async def test_a_copy_is_ended_once_open_long_enough_even_without_rows(conn: Conn) -> None:
+    user, job = uuid.uuid4(), uuid.uuid4()
+    async with conn.transaction():
+        await conn.execute("set local statement_timeout = 500")
+        writer = ChunkWriter(conn, job_id=job, user_id=user)
+        await writer.start()
+        await writer.add([make_chunk("c-1")])
+        assert not await writer.close_if_open_for(0.125)  # too young: left open
+        was_open = writer.copy_open
+        assert was_open
+        for _ in range(8):  # what the parse stage does while no rows come
+            await asyncio.sleep(0.1)
+            await writer.close_if_open_for(0.125)
+        assert not writer.copy_open
+        await writer.add([make_chunk("c-2")])
+        await writer.flush()
+    assert [r["conversation_id"] for r in await rows(conn, "import_job_id = %s", job)] == [
+        "c-1",
+        "c-2",
+    ]
+    assert writer.rows_written == 2

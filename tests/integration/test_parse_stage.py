@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 import zipfile
 from collections import Counter, defaultdict
@@ -70,13 +71,17 @@ async def claimed_job(conn: Conn, store: JobStore, user: uuid.UUID | None = None
 
 
 async def parse(store: JobStore, settings: Settings, job: ClaimedJob, export: Path) -> ImportRun:
+    """Run the parse stage on a copy of ``export``, as the pipeline runs it on the attempt's own
+    downloaded copy (which the stage removes once it has read it)."""
     ctx = JobContext(job, store, progress_interval_seconds=0)
+    attempt_copy = export.with_name(f"{export.name}.{job.id}.download")
+    shutil.copyfile(export, attempt_copy)
     async with httpx.AsyncClient() as http:
         run = ImportRun(
             ctx=ctx,
             settings=settings,
             http=http,
-            export_path=export,
+            export_path=attempt_copy,
             storage=UNUSED_STORAGE,
             result=dict(job.result),
         )

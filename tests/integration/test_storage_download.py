@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import tenacity
 from soulworker import __version__
 from soulworker.storage.download import (
     DEFAULT_MAX_EXPORT_BYTES,
+    DISK_RESERVE_BYTES,
     DownloadResult,
     ProgressCallback,
     RetryPolicy,
@@ -34,6 +36,8 @@ from soulworker.storage.errors import (
     StorageBucketNotFound,
     StorageError,
     StorageUnavailable,
+    WorkerDiskFull,
+    WorkerDiskTooSmall,
 )
 from soulworker.storage.path import StoragePath, parse_storage_path
 from tests.fakes.storage_server import (
@@ -127,6 +131,7 @@ async def _download(
     retry: RetryPolicy | None = None,
     max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
     progress: ProgressCallback | None = None,
+    disk_reserve_bytes: int = DISK_RESERVE_BYTES,
 ) -> DownloadResult:
     config = StorageConfig(
         base_url=server.url, service_key=key, timeout=timeout or httpx.Timeout(5.0)
@@ -138,6 +143,7 @@ async def _download(
         retry=retry or _policy(sleep),
         max_bytes=max_bytes,
         progress=progress,
+        disk_reserve_bytes=disk_reserve_bytes,
     )
 
 
@@ -630,3 +636,41 @@ async def test_fake_serves_the_authenticated_route_head_and_refuses_browsers(
     assert head.headers["accept-ranges"] == "bytes"
     assert browser.status_code == 401
     assert bearer.status_code == 400 and bearer.json()["code"] == "InvalidJWT"
+
+
+# -- free disk, checked before the body is read -------------------------------------------------
+
+
+async def test_an_export_that_fits_with_the_reserve_to_spare_is_downloaded(
+    server: StorageServer, export_file: Path, destination: Path, sleep: RecordingSleep
+) -> None:
+    # The worst legal case on this disk: a reserve that leaves only a little slack (other
+    # processes write meanwhile, so not to the byte).
+    free = shutil.disk_usage(destination.parent).free
+    reserve = free - EXPORT_BYTES - 64 * 1024 * 1024
+    await _download(server, destination, sleep, disk_reserve_bytes=reserve)
+    assert destination.read_bytes() == export_file.read_bytes()
+
+
+async def test_an_export_without_room_on_the_disk_now_is_transient_and_not_downloaded(
+    server: StorageServer, destination: Path, sleep: RecordingSleep
+) -> None:
+    free = shutil.disk_usage(destination.parent).free
+    with pytest.raises(WorkerDiskFull) as caught:
+        await _download(server, destination, sleep, disk_reserve_bytes=free)
+    assert not caught.value.permanent
+    assert caught.value.code == "worker_disk_full"
+    assert "not have enough free disk space" in caught.value.message
+    assert len(server.requests) == 1  # refused on the headers, not retried
+    assert destination.stat().st_size == 0, "not a byte of the body was written"
+
+
+async def test_an_export_larger_than_the_whole_disk_is_permanent(
+    server: StorageServer, destination: Path, sleep: RecordingSleep
+) -> None:
+    disk = shutil.disk_usage(destination.parent).total
+    with pytest.raises(WorkerDiskTooSmall) as caught:
+        await _download(server, destination, sleep, disk_reserve_bytes=disk)
+    assert caught.value.permanent
+    assert caught.value.code == "worker_disk_too_small"
+    assert destination.stat().st_size == 0

@@ -4,12 +4,22 @@ larger mapping, then to the copy read later. Missing or unusable times lose to a
 from __future__ import annotations
 
 import math
+import stat
+import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soulworker.conversations.duplicates import DuplicateResolver, SeenConversation, Verdict
+from soulworker.conversations import duplicates
+from soulworker.conversations.duplicates import (
+    RECORD_BYTES,
+    DuplicateResolver,
+    SeenConversation,
+    Verdict,
+    conversation_key,
+)
 
 
 def read(
@@ -135,3 +145,99 @@ def test_the_copy_kept_is_the_best_by_time_then_size_then_position(stream: list[
         assert position == max(mine, key=rank)
     assert len(resolver) == len(kept)
     assert resolver.duplicates == len(stream) - len(kept)
+
+
+# -- memory: a fixed-size key per conversation, and the registry on disk past a fixed size -------
+
+
+@given(stream=copies)
+def test_a_registry_on_disk_decides_exactly_like_one_in_memory(
+    tmp_path_factory: pytest.TempPathFactory, stream: list[Copy]
+) -> None:
+    spill = tmp_path_factory.mktemp("seen") / "seen.sqlite"
+    in_memory = DuplicateResolver()
+    on_disk = DuplicateResolver(spill_path=spill, memory_bytes=1)  # spills at the first keep
+    try:
+        for position, (number, update_time, size) in enumerate(stream):
+            chunks = range(position, position + 1)
+            expected = read(in_memory, f"c{number}", update_time, size, chunks, messages=number)
+            assert read(on_disk, f"c{number}", update_time, size, chunks, messages=number) == (
+                expected
+            )
+        assert len(on_disk) == len(in_memory)
+        assert on_disk.duplicates == in_memory.duplicates
+    finally:
+        on_disk.close()
+
+
+def test_records_written_to_disk_in_batches_are_found_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(duplicates, "WRITE_BUFFER_RECORDS", 7)
+    resolver = DuplicateResolver(spill_path=tmp_path / "seen", memory_bytes=10 * RECORD_BYTES)
+    try:
+        for number in range(100):
+            unknown = (("odd_type", number),) if number % 3 == 0 else ()
+            verdict, _ = resolver.judge(f"c{number}", 1.0, 1)
+            assert verdict is Verdict.NEW
+            resolver.keep(
+                f"c{number}", 1.0, 1, range(number, number + 1), 2, unknown_content_types=unknown
+            )
+        assert resolver.spilled
+        for number in range(100):
+            verdict, previous = resolver.judge(f"c{number}", 2.0, 1)
+            assert verdict is Verdict.REPLACES
+            assert previous is not None
+            assert previous.chunk_indexes == range(number, number + 1)
+            assert previous.unknown_content_types == (
+                (("odd_type", number),) if number % 3 == 0 else ()
+            )
+            resolver.keep(f"c{number}", 2.0, 1, range(200 + number, 201 + number), 2)
+        assert len(resolver) == 100
+        assert resolver.judge("c5", 3.0, 1)[1] == SeenConversation(2.0, 1, range(205, 206), 2)
+    finally:
+        resolver.close()
+
+
+def test_the_spill_file_is_private_and_removed_at_the_end(tmp_path: Path) -> None:
+    spill = tmp_path / "seen"
+    resolver = DuplicateResolver(spill_path=spill, memory_bytes=1)
+    read(resolver, "a", 1.0, 1)
+    assert resolver.spilled
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o600
+    resolver.close()
+    assert not spill.exists()
+
+
+def test_an_id_of_any_length_is_one_fixed_size_key() -> None:
+    long_a = "a" * 1_000_000
+    long_b = "a" * 999_999 + "b"
+    assert len(conversation_key(long_a)) == len(conversation_key("x")) == 16
+    resolver = DuplicateResolver()
+    assert read(resolver, long_a, 1.0, 1)[0] is Verdict.NEW
+    assert read(resolver, long_b, 1.0, 1)[0] is Verdict.NEW  # differs only in its last character
+    assert read(resolver, long_a, 2.0, 1)[0] is Verdict.REPLACES
+    assert read(resolver, "\udc80", 1.0, 1)[0] is Verdict.NEW  # a lone surrogate is an id too
+
+
+def test_memory_stays_flat_once_the_registry_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 256 KiB memory tier and 2,048-record write batches (the defaults: 8 MiB, 16,384) keep
+    # the test quick: both counts below go past both.
+    monkeypatch.setattr(duplicates, "WRITE_BUFFER_RECORDS", 2048)
+
+    def peak_for(count: int) -> int:
+        resolver = DuplicateResolver(spill_path=tmp_path / f"seen-{count}", memory_bytes=256 << 10)
+        tracemalloc.start()
+        try:
+            for number in range(count):
+                read(resolver, f"conversation-{number:08d}", 1.0, 3, range(number, number + 1), 2)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            resolver.close()
+
+    small, large = peak_for(10_000), peak_for(60_000)
+    assert large < small + 1024 * 1024, (small, large)  # six times the conversations
+    assert large < 8 * 1024 * 1024  # in memory they would take ~15 MB; 1M would take 250
