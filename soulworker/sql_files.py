@@ -1,7 +1,10 @@
 """The SQL that soulworker runs lives in ``.sql`` files, loaded here by name.
 
-``sql/queries/<name>.sql`` holds one statement each, named for what it does (``claim_job``,
-``heartbeat``), with psycopg ``%(name)s`` placeholders: values always travel as parameters.
+``sql/queries/<owner>/<name>.sql`` holds one statement each, named for what it does
+(``claim_job``, ``heartbeat``), with psycopg ``%(name)s`` placeholders: values always travel as
+parameters. The folder says which part of soulworker runs it (``jobs``, ``pipeline``,
+``operator``, ``migrate``, ``exposure``, ``doctor``, ``local``); code asks for a query by its name
+alone, so names are unique across folders (checked when the index is built).
 ``sql/migrations/NNNN_name.sql`` are applied in order by ``soulworker migrate``.
 
 In an installed copy the files ship inside the package (``soulworker/sql``, mapped from the
@@ -34,14 +37,31 @@ def sql_root() -> Traversable:
 
 
 @functools.cache
+def query_files() -> dict[str, Traversable]:
+    """Every named query: ``name -> file``, from ``sql/queries/<owner>/<name>.sql``."""
+    found: dict[str, Traversable] = {}
+    for owner in sql_root().joinpath("queries").iterdir():
+        if not owner.is_dir():
+            continue
+        for entry in owner.iterdir():
+            if not entry.name.endswith(".sql"):
+                continue
+            name = entry.name.removesuffix(".sql")
+            if name in found:
+                raise MissingSqlFile(f"two SQL queries are named {name!r}")
+            found[name] = entry
+    return found
+
+
+@functools.cache
 def query(name: str) -> LiteralString:
-    """The text of ``sql/queries/<name>.sql``.
+    """The text of the query ``name`` (``sql/queries/<owner>/<name>.sql``).
 
     Cast to LiteralString because these files are part of the program, not input: values are
     never spliced into them, they travel as parameters.
     """
-    path = sql_root().joinpath("queries", f"{name}.sql")
-    if not path.is_file():
+    path = query_files().get(name)
+    if path is None:
         raise MissingSqlFile(f"no SQL query named {name!r}")
     text: LiteralString = path.read_text(encoding="utf-8")
     return text

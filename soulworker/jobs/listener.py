@@ -22,7 +22,7 @@ from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
-CHANNEL = "import_jobs"  # as in sql/queries/listen_for_jobs.sql and the trigger
+CHANNEL = "import_jobs"  # as in sql/queries/jobs/listen_for_jobs.sql and the trigger
 # How long to wait for notifications before proving the connection is alive with a query; a
 # half-open connection would otherwise wait forever.
 HEALTH_CHECK_SECONDS = 15.0

@@ -440,16 +440,16 @@ def test_the_wheel_and_the_installed_package_carry_every_sql_file(installed: Ins
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
     for folder in ("migrations", "queries"):
-        expected = sorted(p.name for p in (REPO_ROOT / "sql" / folder).glob("*.sql"))
+        root = REPO_ROOT / "sql" / folder
+        expected = sorted(str(p.relative_to(root)) for p in root.rglob("*.sql"))
         assert expected, folder
+        prefix = f"soulworker/sql/{folder}/"
         in_wheel = sorted(
-            Path(n).name
-            for n in names
-            if n.startswith(f"soulworker/sql/{folder}/") and n.endswith(".sql")
+            n.removeprefix(prefix) for n in names if n.startswith(prefix) and n.endswith(".sql")
         )
         assert in_wheel == expected
         packaged = installed.site_packages / "soulworker" / "sql" / folder
-        assert sorted(p.name for p in packaged.glob("*.sql")) == expected
+        assert sorted(str(p.relative_to(packaged)) for p in packaged.rglob("*.sql")) == expected
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
 
 
