@@ -1,4 +1,4 @@
--- import_jobs: the queue the web app inserts into (DESIGN §2, §3, §12).
+-- import_jobs: the queue the web app inserts into (docs/contract.md, docs/queue.md).
 --
 -- An early migration of the app created an unused import_jobs table (status pending/processing/
 -- completed/failed, total_chunks, processed_chunks, error, completed_at). It is carried aside as

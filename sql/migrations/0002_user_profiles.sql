@@ -1,4 +1,4 @@
--- user_profiles: the app's table, one row per user, that the web app polls (DESIGN §2).
+-- user_profiles: the app's table, one row per user, that the web app polls (docs/contract.md).
 -- Created when missing; otherwise only missing columns are added. Existing columns are never
 -- dropped or retyped (import_cost_json, for example, may be text in older databases).
 create table if not exists user_profiles (
@@ -24,7 +24,7 @@ alter table user_profiles
     add column if not exists archetype text,
     add column if not exists memory_md text,
     -- No default: a default of 'pending' once left every existing user looking stuck on
-    -- "Building deep memory…" (predecessor-facts §8). A job sets it when it starts.
+    -- "Building deep memory…" (docs/platform.md, the predecessor). A job sets it when it starts.
     add column if not exists full_pass_status text,
     add column if not exists full_pass_started_at timestamptz,
     add column if not exists full_pass_completed_at timestamptz,

@@ -1,4 +1,4 @@
--- conversation_chunks: what the chat retrieves (DESIGN §2). Created when missing; otherwise
+-- conversation_chunks: what the chat retrieves (docs/contract.md). Created when missing; otherwise
 -- extended with what soulworker needs to replace a user's chunks idempotently.
 create table if not exists conversation_chunks (
     id uuid primary key default gen_random_uuid(),

@@ -1,4 +1,4 @@
--- How a job's life shows in user_profiles (DESIGN §12 "user_profiles through the states"), and
+-- How a job's life shows in user_profiles (docs/contract.md), and
 -- the operators' retry and cancel. The worker's queries and the operator functions call the
 -- same profile functions, so the web app sees the same thing whoever moved the job.
 --

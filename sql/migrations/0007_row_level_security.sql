@@ -1,4 +1,4 @@
--- Row level security where Supabase's auth schema exists (DESIGN §2): an authenticated user may
+-- Row level security where Supabase's auth schema exists (docs/contract.md): an authenticated user may
 -- insert a job only for themself and read only their own jobs; nobody but the service role
 -- (which bypasses RLS) updates or deletes. Elsewhere (plain Postgres) this is skipped.
 do $$

@@ -1,4 +1,4 @@
--- Nothing soulworker creates is for API clients (DESIGN §2, §9). Supabase grants anon and
+-- Nothing soulworker creates is for API clients (docs/supabase-exposure.md). Supabase grants anon and
 -- authenticated access to every new object in public by default, and functions are executable by
 -- PUBLIC unless revoked, so without this an anon key could read the operator view (every user's
 -- jobs and errors), edit the migrations table, or call cancel_import_job on anyone's import.

@@ -12,7 +12,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from soulworker.migrate import migrate, pending_migrations
+from soulworker.migrate import EARLIER_REVISIONS, migrate, migration_status, pending_migrations
 from soulworker.sql_files import migration_files
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -323,4 +323,28 @@ async def test_a_migrate_with_nothing_to_do_takes_no_table_lock(database_url: st
             await observer.close()
     finally:
         await blocker.close()
+        await conn.close()
+
+
+async def test_a_database_migrated_before_a_comment_edit_sees_no_change(database_url: str) -> None:
+    """Databases recorded the checksums of the texts they applied; a later edit of comment lines
+    only (EARLIER_REVISIONS) is not a change, and anything else still is."""
+    conn = await _connect(database_url)
+    try:
+        for name, revisions in EARLIER_REVISIONS.items():
+            await conn.execute(
+                "update soulworker_migrations set checksum = %s where name = %s",
+                (revisions[0].text_checksum, name),
+            )
+        status = await migration_status(conn)
+        report = await migrate(conn)
+        assert (status.changed, report.changed_since_applied, report.applied) == ([], [], [])
+
+        edited = next(iter(EARLIER_REVISIONS))
+        await conn.execute(
+            "update soulworker_migrations set checksum = %s where name = %s",
+            ("0" * 64, edited),
+        )
+        assert (await migration_status(conn)).changed == [edited]
+    finally:
         await conn.close()
