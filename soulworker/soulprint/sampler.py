@@ -58,8 +58,11 @@ DEFAULT_MAX_CONVERSATIONS = 50
 DEFAULT_MESSAGE_CAP_CHARS = 2_000
 """The predecessor's per-message cut: keeps one pasted document from filling the sample."""
 
-DEFAULT_MAX_CONVERSATION_CHARS = 20_000
-"""10 % of the default budget: at least 10 conversations in a full sample (see module doc)."""
+CONVERSATION_SHARE_OF_BUDGET = 0.10
+"""Each conversation's share of the budget: at least 10 conversations in a full sample (see the
+module doc), whatever SOULWORKER_QUICK_PASS_SAMPLE_CHARS is."""
+
+DEFAULT_MAX_CONVERSATION_CHARS = int(DEFAULT_BUDGET_CHARS * CONVERSATION_SHARE_OF_BUDGET)
 
 DEFAULT_TOP_N = 200
 """The predecessor's v2 regeneration used the top 200 conversations by the same score."""
@@ -211,12 +214,15 @@ class QuickPassSampler:
         budget_chars: int = DEFAULT_BUDGET_CHARS,
         max_conversations: int = DEFAULT_MAX_CONVERSATIONS,
         message_cap_chars: int = DEFAULT_MESSAGE_CAP_CHARS,
-        max_conversation_chars: int = DEFAULT_MAX_CONVERSATION_CHARS,
+        max_conversation_chars: int | None = None,
         top_n: int = DEFAULT_TOP_N,
     ) -> None:
         """``hard_cap_chars`` has no default on purpose: the caller derives it from the model's
         context window. Raises ``ValueError`` for a limit below ``MIN_LIMIT_CHARS``, caps too
-        small to hold their marks, or non-positive counts (programming errors)."""
+        small to hold their marks, or non-positive counts (programming errors).
+        ``max_conversation_chars`` defaults to ``CONVERSATION_SHARE_OF_BUDGET`` of the budget."""
+        if max_conversation_chars is None:
+            max_conversation_chars = int(budget_chars * CONVERSATION_SHARE_OF_BUDGET)
         self._limit = min(budget_chars, hard_cap_chars)
         if self._limit < MIN_LIMIT_CHARS:
             raise ValueError(f"the sample limit must be at least {MIN_LIMIT_CHARS} characters")

@@ -405,3 +405,14 @@ def test_a_prune_counts_versions_that_were_replaced_later() -> None:
 
     unpruned = sample_of(control, hard_cap_chars=limit, max_conversation_chars=limit)
     assert unpruned.conversation_ids == offline(control, limit, 50)
+
+
+def test_each_conversations_share_follows_the_configured_budget() -> None:
+    """A larger SOULWORKER_QUICK_PASS_SAMPLE_CHARS lets each conversation take its tenth of it,
+    not the tenth of the default budget."""
+    budget = 10 * DEFAULT_BUDGET_CHARS
+    long_one = conv("long", messages=200, chars=1_500)  # far more than a tenth of the budget
+    sample = sample_of([long_one], budget_chars=budget)
+    assert DEFAULT_BUDGET_CHARS // 10 < len(sample.text) <= budget // 10
+    default = sample_of([long_one])
+    assert len(default.text) <= DEFAULT_BUDGET_CHARS // 10
