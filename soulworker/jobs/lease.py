@@ -88,7 +88,10 @@ async def _renew_until_stopped(
             remaining = deadline - sent
             if remaining <= 0:
                 raise TimeoutError
-            cancel_requested_at = await asyncio.wait_for(store.heartbeat(fence), remaining)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the heartbeat returns, and the runner would wait for this task forever.
+            async with asyncio.timeout(remaining):
+                cancel_requested_at = await store.heartbeat(fence)
         except LeaseLost as lost:
             log.warning("lease lost: another worker owns this job now; stopping it")
             stop_job(lost)

@@ -66,9 +66,9 @@ class Listener:
             while True:
                 async for _ in conn.notifies(timeout=HEALTH_CHECK_SECONDS):
                     self.wake()
-                await asyncio.wait_for(
-                    conn.execute(query("connection_alive")), timeout=HEALTH_CHECK_TIMEOUT_SECONDS
-                )
+                # asyncio.timeout, not wait_for, which can swallow a cancel on Python 3.11.
+                async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_SECONDS):
+                    await conn.execute(query("connection_alive"))
         finally:
             self.connected.clear()
             await conn.close()

@@ -161,7 +161,9 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (NOTIFY, a finished job, a stop) or ``seconds`` pass."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            # asyncio.timeout, not wait_for, which can swallow a cancel on Python 3.11.
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _start(self, run: JobRun) -> None:
         self.stats.claimed += 1
