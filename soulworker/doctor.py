@@ -61,11 +61,8 @@ from soulworker.logs import redact_text
 from soulworker.migrate import migration_status
 from soulworker.settings import GIB, Settings, SettingsError, unknown_variables
 from soulworker.sql_files import query
-from soulworker.storage.download import (
-    STORAGE_AUTH_CODES,
-    StorageConfig,
-    StorageConfigError,
-)
+from soulworker.storage.answers import STORAGE_AUTH_CODES
+from soulworker.storage.download import StorageConfig, StorageConfigError
 from soulworker.tempfiles import WorkspaceError, WorkspaceRoot
 
 if TYPE_CHECKING:
