@@ -66,6 +66,14 @@ def redact_text(text: str) -> str:
     return _CONNINFO_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 
+def redacted_line(text: str, limit: int = 160) -> str:
+    """The first line of ``text`` with secret-shaped parts masked, clipped to ``limit``
+    characters: a driver's or library's error text, fit to show an operator."""
+    stripped = text.strip()
+    first = redact_text(stripped.splitlines()[0] if stripped else "")
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 def _redact_value(key: str, value: Any) -> Any:
     if _SECRET_KEY.search(key) and value not in (None, "", True, False):
         return REDACTED

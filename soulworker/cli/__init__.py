@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,12 @@ from soulworker.cli import (
     settings_command,
 )
 from soulworker.cli.common import CommandError, fail
+from soulworker.db_failures import (
+    DatabaseTarget,
+    connect_failure_reason,
+    describe_connection_failure,
+    is_connection_failure,
+)
 from soulworker.logs import redact_text
 from soulworker.settings import SettingsError
 
@@ -60,15 +67,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"configuration error: {exc}", 2)
     except CommandError as exc:
         return fail(str(exc), exc.exit_code)
-    except psycopg.OperationalError as exc:
-        first_line = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        return fail(f"cannot reach the database: {first_line}", 1)
     except psycopg.Error as exc:
+        if is_connection_failure(exc):
+            return fail(_connection_failure_message(exc), 1)
         # Only the primary message: the rest of a database error may quote row data.
         primary = exc.diag.message_primary if exc.diag else None
         return fail(f"database error: {redact_text(primary or type(exc).__name__)}", 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _connection_failure_message(exc: psycopg.Error) -> str:
+    """Why the database could not be reached and what to do: the same description as
+    ``soulworker doctor`` gives (``soulworker.db_failures``)."""
+    database_url = os.environ.get("DATABASE_URL")
+    try:
+        target = DatabaseTarget.of(database_url, os.environ) if database_url else None
+    except psycopg.ProgrammingError:  # a URL libpq cannot parse names no target
+        target = None
+    if target is None:
+        # No DATABASE_URL: the embedded database of `soulworker import`, whose address says
+        # nothing to the person running it.
+        return f"cannot reach the database: {connect_failure_reason(exc)}"
+    failure = describe_connection_failure(exc, target)
+    return f"cannot reach the database at {target.describe()}: {failure.reason}; {failure.hint}"
 
 
 if __name__ == "__main__":

@@ -20,12 +20,16 @@ be tried again or has stopped, because only the queue knows.
 Its result is never chained to the SDK exception: that exception holds the HTTP request,
 whose headers carry the key, and a traceback renderer that walks ``__cause__`` or shows
 locals could print it.
+
+``advice_for_operator`` is the one place that explains one of these to an operator rather
+than to the person importing (``soulworker doctor`` shows it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import anthropic
 
@@ -321,4 +325,85 @@ def model_error_from_api_error(exc: anthropic.APIError, *, attempts: int) -> Mod
         "The model API gave an unexpected answer.",
         attempts=attempts,
         code="model_api_error",
+    )
+
+
+DEFAULT_API_HOST = "api.anthropic.com"
+"""Where the SDK sends requests when no base URL is set (``ANTHROPIC_BASE_URL`` unset)."""
+
+
+def api_host(base_url: str | None) -> str:
+    """The host a client with ``base_url`` talks to, for findings and logs."""
+    return urlsplit(base_url).netloc if base_url else DEFAULT_API_HOST
+
+
+@dataclass(frozen=True)
+class OperatorAdvice:
+    """A failed model call explained to an operator (not to the person importing): what
+    happened, what to do, and whether the API is only busy right now (``only_busy``: the key
+    and the model are fine and the daemon waits and retries, so there is nothing to fix)."""
+
+    finding: str
+    hint: str
+    only_busy: bool = False
+
+
+def advice_for_operator(
+    exc: ModelError,
+    *,
+    model: str,
+    model_setting: str,
+    host: str,
+    request: str = "request",
+    default_model: str | None = None,
+) -> OperatorAdvice:
+    """What ``exc`` means for whoever runs the deployment, by what the API said.
+
+    ``model`` is the model id the call used and ``model_setting`` the variable that set it;
+    ``host`` where the call went (:func:`api_host`); ``request`` names what was asked, as in
+    "rejected the token-count request"; ``default_model`` is suggested when the model id is
+    unknown. The key is never echoed.
+    """
+    shown = f" (HTTP {exc.status_code})" if exc.status_code else ""
+    if isinstance(exc, ModelAuthFailed) and exc.code == "model_permission_denied":
+        return OperatorAdvice(
+            f"the key may not use model {model!r} (HTTP 403)",
+            "check the key's workspace and its model access in the Anthropic console",
+        )
+    if isinstance(exc, ModelAuthFailed):
+        return OperatorAdvice(
+            f"{host} refused ANTHROPIC_API_KEY (HTTP {exc.status_code})",
+            "create or copy a key in the Anthropic console (API keys) and set ANTHROPIC_API_KEY",
+        )
+    if isinstance(exc, ModelRequestRejected) and exc.code == "model_not_found":
+        default = f" (default: {default_model})" if default_model else ""
+        return OperatorAdvice(
+            f"{host} does not know model {model!r}",
+            f"set {model_setting} to a current model id{default}",
+        )
+    if isinstance(exc, ModelSpendLimit):
+        return OperatorAdvice(
+            "the model API account has reached its spend limit or is out of credit",
+            "raise the limit or add credit in the Anthropic console",
+        )
+    if isinstance(exc, ModelUnavailable) and exc.code in ("model_connection", "model_timeout"):
+        return OperatorAdvice(
+            f"cannot reach the model API at {host}",
+            "check outbound network access and ANTHROPIC_BASE_URL (unset means "
+            f"{DEFAULT_API_HOST})",
+        )
+    if isinstance(exc, ModelUnavailable) and exc.status_code == 429:
+        return OperatorAdvice(
+            f"{host} accepted the key but is rate-limiting it right now (HTTP 429)",
+            "nothing to fix if this passes; the daemon waits and retries",
+            only_busy=True,
+        )
+    if isinstance(exc, ModelUnavailable):
+        return OperatorAdvice(
+            f"the model API at {host} is unavailable right now{shown}",
+            "try again in a minute (status.anthropic.com)",
+        )
+    return OperatorAdvice(
+        f"{host} rejected the {request} for {model!r}{shown}",
+        f"check {model_setting} and ANTHROPIC_BASE_URL",
     )

@@ -9,8 +9,8 @@ answers 200 instead of 206, or a different ETag or size) the file is truncated a
 download starts over from zero: a file is never stitched from two versions of an object.
 
 Supabase answers most errors with HTTP 400 and the real status as a string in a JSON body,
-so failures are classified by ``statusCode``/``code`` in the body, not by the status line.
-See ``storage.errors`` for what each failure becomes.
+so failures are classified by ``statusCode``/``code`` in the body, not by the status line:
+``storage.answers`` reads an answer, and ``storage.errors`` holds what each failure becomes.
 
 Two secrets rules hold everywhere here: the key is sent in headers only and never appears in
 an exception message, a log line, or the ``repr`` of ``StorageConfig``; and redirects are
@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,6 +50,13 @@ import structlog
 import tenacity
 
 from soulworker import __version__
+from soulworker.storage.answers import (
+    ERROR_BODY_MAX_BYTES,
+    AnswerReason,
+    StorageAnswer,
+    describe_transport_failure,
+    read_limited,
+)
 from soulworker.storage.errors import (
     ExportNotFound,
     ExportTooLarge,
@@ -61,6 +68,9 @@ from soulworker.storage.errors import (
     WorkerDiskTooSmall,
 )
 from soulworker.storage.path import StoragePath
+
+if TYPE_CHECKING:
+    from soulworker.settings import Settings
 
 log = structlog.get_logger("soulworker.storage")
 
@@ -81,9 +91,6 @@ DISK_RESERVE_BYTES = 256 * 1024 * 1024
 duplicate registry of a huge export: ~40 MB per million conversations), other jobs' small
 files and the system. An export that needs more than the free space minus this waits."""
 
-ERROR_BODY_MAX_BYTES = 64 * 1024
-"""An error body is a small JSON object; never read more than this of one."""
-
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
 """connect: a healthy Storage host accepts within seconds; read: the longest silence
 between body bytes tolerated before resuming; write: requests are headers only; pool: wait
@@ -97,28 +104,19 @@ DEFAULT_WAIT: Callable[[tenacity.RetryCallState], float] = tenacity.wait_exponen
 )
 """1 s, 2 s, 4 s … capped at 30 s, plus up to 1 s of jitter so workers do not retry in step."""
 
-_TRANSIENT_STORAGE_CODES = frozenset(
-    {"SlowDown", "DatabaseTimeout", "DatabaseConnectionLimit", "LockTimeout", "ResourceLocked"}
-)
-STORAGE_AUTH_CODES = frozenset(
-    {
-        "InvalidJWT",
-        "Unauthorized",
-        "AccessDenied",
-        "InvalidSignature",
-        "ExpiredToken",
-        "SignatureDoesNotMatch",
-    }
-)
-_NOT_FOUND_STORAGE_CODES = frozenset({"NoSuchKey", "not_found", "Not found"})
-_TRANSIENT_STATUSES = frozenset({408, 423, 429})
-_SAFE_CODE_RE = re.compile(r"[A-Za-z0-9_. -]{1,64}")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 """``await progress(bytes_done, total_or_None)``; ``bytes_done`` drops to 0 on a restart."""
 
 KeyKind = Literal["secret", "jwt", "opaque"]
+
+KEY_KIND_NAMES: dict[KeyKind, str] = {
+    "jwt": "legacy service_role JWT",
+    "secret": "secret key (sb_secret_…)",
+    "opaque": "unrecognised format (sent like a JWT)",
+}
+"""Each kind of service key as an operator knows it."""
 
 
 class StorageConfigError(ValueError):
@@ -150,6 +148,14 @@ class StorageConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _validated_base_url(self.base_url))
         _check_key(self.service_key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageConfig:
+        """The daemon's configuration: ``SUPABASE_URL`` and ``SUPABASE_SERVICE_KEY``
+        (``StorageConfigError`` when either is unset or unusable)."""
+        return cls(
+            base_url=settings.supabase_url or "", service_key=settings.supabase_service_key or ""
+        )
 
     @property
     def key_kind(self) -> KeyKind:
@@ -359,8 +365,8 @@ class _Download:
                 bytes_done=self._sink.written,
             )
             raise StorageUnavailable(
-                "Supabase Storage is not answering properly right now "
-                f"(last error: {_describe(exc.reason)}, after {state.attempts} attempts).",
+                "Supabase Storage is not answering properly right now (last error: "
+                f"{describe_transport_failure(exc.reason)}, after {state.attempts} attempts).",
                 reason=exc.reason,
                 attempts=state.attempts,
             ) from None
@@ -468,7 +474,7 @@ class _Download:
         state = self._state
         status = response.status_code
         if status not in (200, 206):
-            body = await _read_limited(response, ERROR_BODY_MAX_BYTES)
+            body = await read_limited(response, ERROR_BODY_MAX_BYTES)
             try:
                 raise _classify(status, body, response.headers)
             except _RangeNotSatisfiable as exc:
@@ -677,81 +683,65 @@ class _FileSink:
 
 
 def _classify(status: int, body: bytes, headers: httpx.Headers) -> Exception:
-    """Turn an error response into the exception it calls for (raised by the caller)."""
-    storage_status, code, error = _parse_error_body(body)
-    effective = storage_status if storage_status is not None else status
-    codes = {c for c in (code, error) if c is not None}
+    """Turn an error response into the exception it calls for (raised by the caller).
+
+    What the answer means is ``storage.answers``' reading, shared with ``soulworker doctor``;
+    what each meaning becomes for a download is decided here.
+    """
+    answer = StorageAnswer.parse(status, body)
+    reason = answer.reason
 
     def permanent(kind: type[StorageError], message: str) -> StorageError:
-        return kind(message, http_status=status, storage_status=storage_status, storage_code=code)
-
-    if status == 429 or effective == 429 or "SlowDown" in codes:
-        return _Retryable("http_429", retry_after=_parse_retry_after(headers.get("retry-after")))
-    if (
-        status >= 500
-        or effective >= 500
-        or effective in _TRANSIENT_STATUSES
-        or codes & _TRANSIENT_STORAGE_CODES
-    ):
-        return _Retryable(
-            f"http_{effective}", retry_after=_parse_retry_after(headers.get("retry-after"))
+        return kind(
+            message,
+            http_status=status,
+            storage_status=answer.storage_status,
+            storage_code=answer.code,
         )
-    if "NoSuchBucket" in codes or error == "Bucket not found":
+
+    if reason.transient:
+        said = 429 if reason is AnswerReason.RATE_LIMITED else answer.effective_status
+        return _Retryable(
+            f"http_{said}", retry_after=_parse_retry_after(headers.get("retry-after"))
+        )
+    if reason is AnswerReason.BUCKET_NOT_FOUND:
         return permanent(
             StorageBucketNotFound,
             "The storage bucket for exports does not exist. This is a server configuration "
             "problem: an operator must check the Supabase project and SOULWORKER_STORAGE_BUCKETS.",
         )
-    if effective == 404 or codes & _NOT_FOUND_STORAGE_CODES:
+    # A 404 that is not Storage's own (NO_SUCH_ROUTE) fails the job as a missing export too, as
+    # it always has; `soulworker doctor` is where an operator learns that SUPABASE_URL has no
+    # Storage behind it.
+    if reason in (AnswerReason.NOT_FOUND, AnswerReason.NO_SUCH_ROUTE):
         return permanent(
             ExportNotFound,
             "The export file was not found in storage: the upload may have failed or the file "
             "was deleted. Please upload the export again.",
         )
-    if effective in (401, 403) or codes & STORAGE_AUTH_CODES:
+    if reason is AnswerReason.KEY_REFUSED:
         return permanent(
             StorageAuthFailed,
             "Supabase Storage refused the worker's key. An operator must check "
             "SUPABASE_SERVICE_KEY (the service_role key or an sb_secret_ key).",
         )
-    if effective == 416 or "InvalidRange" in codes:
+    if reason is AnswerReason.RANGE_NOT_SATISFIABLE:
         return _RangeNotSatisfiable(_parse_unsatisfied_total(headers.get("content-range")))
-    if effective == 413 or "EntityTooLarge" in codes:
+    if reason is AnswerReason.TOO_LARGE:
         return permanent(ExportTooLarge, "The export is too large to import.")
-    if 300 <= status < 400:
+    if reason is AnswerReason.REDIRECT:
         return permanent(
             StorageError,
             f"Supabase Storage answered with a redirect (HTTP {status}), which the worker does "
             "not follow. An operator must check SUPABASE_URL.",
         )
-    shown = f"HTTP {effective}" + (f", {code}" if code else "")
+    code = answer.code
+    shown = f"HTTP {answer.effective_status}" + (f", {code}" if code else "")
     return permanent(
         StorageError,
         f"Supabase Storage refused the download ({shown}). Please try the import again; "
         "if it keeps failing, contact support.",
     )
-
-
-def _parse_error_body(body: bytes) -> tuple[int | None, str | None, str | None]:
-    """``(statusCode, code, error)`` from a Storage error body; ``None`` for what is absent.
-
-    Values are only kept when short and plain (they end up in messages and logs).
-    """
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None, None, None
-    if not isinstance(parsed, dict):
-        return None, None, None
-    raw_status = parsed.get("statusCode")
-    storage_status = _parse_int(str(raw_status)) if isinstance(raw_status, str | int) else None
-    return storage_status, _safe_code(parsed.get("code")), _safe_code(parsed.get("error"))
-
-
-def _safe_code(value: object) -> str | None:
-    if isinstance(value, str) and _SAFE_CODE_RE.fullmatch(value):
-        return value
-    return None
 
 
 def _too_large(limit: int, size: int | None) -> ExportTooLarge:
@@ -762,30 +752,7 @@ def _too_large(limit: int, size: int | None) -> ExportTooLarge:
     )
 
 
-def _describe(reason: str) -> str:
-    if reason.startswith("http_"):
-        return f"HTTP {reason[5:]}"
-    return {
-        "premature_end": "the connection ended early",
-        "ReadTimeout": "a read timed out",
-        "ConnectTimeout": "connecting timed out",
-        "ConnectError": "could not connect",
-        "RemoteProtocolError": "the connection dropped",
-        "ReadError": "the connection dropped",
-    }.get(reason, reason)
-
-
 # -- small parsers ---------------------------------------------------------------------------
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``response``'s body; the rest is never read."""
-    data = bytearray()
-    async for chunk in response.aiter_raw():
-        data += chunk[: limit - len(data)]
-        if len(data) >= limit:
-            break
-    return bytes(data)
 
 
 def _parse_int(value: str | None) -> int | None:

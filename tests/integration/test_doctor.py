@@ -32,22 +32,22 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from soulworker import doctor
+from soulworker.db_failures import DatabaseTarget, connect_failure_hint
 from soulworker.doctor import (
     Check,
-    DatabaseTarget,
     DoctorContext,
     DoctorReport,
     Outcome,
     Status,
-    classify_bucket_response,
-    connect_failure_hint,
     render_text,
     run_doctor,
 )
-from soulworker.exposure import USER_DATA_TABLES
+from soulworker.doctor.api_exposure import USER_DATA_TABLES
+from soulworker.doctor.database import LISTEN_WAIT_SECONDS
 from soulworker.migrate import migrate
 from soulworker.settings import Settings
 from soulworker.sql_files import migration_files
+from soulworker.storage.buckets import classify_bucket_response
 from tests.fakes import messages_api as model_faults
 from tests.fakes.messages_api import FakeMessagesAPI
 from tests.fakes.storage_server import (
@@ -216,7 +216,7 @@ def test_a_healthy_setup_passes_every_check(
         assert entry["status"] in expected, entry
     assert run.check("database")["details"]["server_version_num"] >= 150000
     assert run.check("migrations")["details"]["applied"] == len(migration_files())
-    assert run.check("listen")["details"]["latency_ms"] < doctor.LISTEN_WAIT_SECONDS * 1000
+    assert run.check("listen")["details"]["latency_ms"] < LISTEN_WAIT_SECONDS * 1000
     # The storage probe is the authenticated bucket request, sent the way a JWT must be.
     bucket_requests = [r for r in storage.requests if r.path == f"/storage/v1/bucket/{BUCKET}"]
     assert len(bucket_requests) == 1

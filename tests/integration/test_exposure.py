@@ -41,7 +41,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from soulworker.exposure import SOULWORKER_FUNCTIONS, inspect_exposure
+from soulworker.doctor.api_exposure import SOULWORKER_FUNCTIONS, inspect_exposure
 from soulworker.migrate import checksum, migrate
 from soulworker.sql_files import migration_files, query
 from tests.acceptance.pipeline_harness import ImportHarness
@@ -548,7 +548,8 @@ def check_inventory(
     assert relations == in_matrix_relations, (
         f"relations not in the exposure matrix: {sorted(relations ^ in_matrix_relations)}"
     )
-    # doctor checks the functions soulworker.exposure lists: the list must be complete too.
+    # doctor checks the functions soulworker.doctor.api_exposure lists: that list must be
+    # complete too.
     assert {s.replace(", ", ",") for s in SOULWORKER_FUNCTIONS} == set(functions)
     for signature, executors in functions.items():
         roles = dict(zip(ROLES, expected[signature, "execute"], strict=True))

@@ -560,6 +560,20 @@ async def test_other_refusals_are_permanent(
     assert len(server.requests) == 1  # never retried, redirects never followed
 
 
+@pytest.mark.parametrize("hostile_status", ["²", "9" * 5000])
+async def test_a_status_in_the_body_that_is_no_number_is_read_past(
+    server: StorageServer, destination: Path, sleep: RecordingSleep, hostile_status: str
+) -> None:
+    # "²" passes str.isdigit() and 5000 digits pass it too; int() refuses both, which once
+    # crashed the download instead of failing the job with what Storage's code says.
+    server.add_fault(Respond(400, {"statusCode": hostile_status, "code": "NoSuchKey"}))
+    with pytest.raises(ExportNotFound) as caught:
+        await _download(server, destination, sleep)
+    assert caught.value.storage_status is None
+    assert caught.value.storage_code == "NoSuchKey"
+    assert len(server.requests) == 1
+
+
 async def test_an_announced_size_over_the_limit_is_refused_before_reading(
     server: StorageServer, destination: Path, sleep: RecordingSleep
 ) -> None:
