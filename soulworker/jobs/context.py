@@ -137,8 +137,11 @@ class JobContext:
         result: dict[str, Any] | None = None,
         completed: bool = False,
     ) -> None:
-        """Merge ``patch`` into the checkpoint (and ``result``), then honour a soft stop
-        (unless ``completed``: a job whose work is done is not released)."""
+        """Merge ``patch`` into the checkpoint (and ``result``), then honour a stop.
+
+        Once a checkpoint has marked the work ``completed``, no stop is honoured here any more:
+        work that finished is not undone, so the handler goes on to return its result, which
+        is recorded as the success (as after :meth:`transaction`)."""
         if completed:
             patch = {**patch, COMPLETED: True}
         await self.store.advance(
@@ -151,7 +154,8 @@ class JobContext:
         )
         self.checkpoint.update(patch)
         self.note_written(stage, int(percent), label)
-        self.stop_if_requested()
+        if not self.checkpoint.get(COMPLETED):
+            self.stop_if_requested()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[JobTransaction]:
