@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from soulworker.jobs.errors import LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.sql_files import query
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -152,7 +153,7 @@ class JobStore:
         return [(row["name"], row["content"]) for row in rows]
 
     @asynccontextmanager
-    async def fenced_transaction(self, fence: Fence) -> AsyncIterator[Connection]:
+    async def fenced_transaction(self, fence: Fence) -> AsyncIterator[SqlFencedTransaction]:
         """A transaction that commits only while ``fence`` still holds.
 
         The job row is locked just before commit (not at the start: the transaction may be
@@ -160,7 +161,7 @@ class JobStore:
         the lease was lost, LeaseLost is raised and everything written inside rolls back.
         """
         async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+            yield SqlFencedTransaction(self, fence, conn)
             await self._fenced(query("lock_job_lease"), fence.params(), conn=conn)
 
     async def _fenced(
@@ -177,3 +178,41 @@ class JobStore:
             job, attempt = params["job_id"], params["attempt"]
             raise LeaseLost(f"job {job} attempt {attempt} is no longer ours")
         return row
+
+
+class SqlFencedTransaction:
+    """One job's writes on one connection, in :meth:`JobStore.fenced_transaction`."""
+
+    def __init__(self, store: JobStore, fence: Fence, conn: Connection) -> None:
+        self._store = store
+        self._fence = fence
+        self.conn = conn
+
+    async def advance(
+        self,
+        *,
+        stage: str | None,
+        percent: int,
+        label: str | None,
+        checkpoint: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> int:
+        return await self._store.advance(
+            self._fence,
+            stage=stage,
+            percent=percent,
+            label=label,
+            checkpoint=checkpoint,
+            result=result,
+            conn=self.conn,
+        )
+
+    async def put_artifact(self, name: str, content: Any) -> None:
+        await self.conn.execute(
+            query("put_job_artifact"),
+            {"job_id": self._fence.job_id, "name": name, "content": Jsonb(content)},
+        )
+
+
+# The Postgres store is one the queue's logic can run on (mypy checks this line).
+_conforms: type[JobStoreInterface] = JobStore

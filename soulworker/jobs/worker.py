@@ -25,7 +25,7 @@ from soulworker.jobs.handler import JobHandler
 from soulworker.jobs.lease import DATABASE_ERRORS
 from soulworker.jobs.listener import Listener
 from soulworker.jobs.runner import JobRun
-from soulworker.jobs.store import JobStore
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.logs import get_logger
 from soulworker.settings import Settings
 
@@ -55,7 +55,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        store: JobStore,
+        store: JobStoreInterface,
         handler: JobHandler,
         worker_id: str,
         *,

@@ -126,8 +126,8 @@ async def test_fenced_transaction_rolls_back_when_the_lease_is_lost(
     job = await claim(store)
     await conn.execute("create table scratch (n integer)")
     with pytest.raises(LeaseLost):
-        async with store.fenced_transaction(job.fence) as tx_conn:
-            await tx_conn.execute("insert into scratch values (1)")
+        async with store.fenced_transaction(job.fence) as tx:
+            await tx.conn.execute("insert into scratch values (1)")
             await conn.execute(
                 "update import_jobs set lease_owner = 'thief', attempt = attempt + 1 where id = %s",
                 (job_id,),
@@ -185,7 +185,7 @@ async def test_success_finishes_the_job_and_the_profile(conn: Conn, store: JobSt
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
     async with store.fenced_transaction(job.fence) as tx:
-        await tx.execute(
+        await tx.conn.execute(
             "insert into import_job_artifacts (job_id, name, content) values (%s, 'sample', '{}')",
             (job_id,),
         )
