@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,12 @@ from soulworker.local.embedded_postgres import (
 )
 from soulworker.local.progress import JobSnapshot, PlainProgress, RichProgress
 from soulworker.local.results import ALL_FILES, JobOutcome, summary_lines
-from soulworker.local.run import LOCAL_MAX_ATTEMPTS
+from soulworker.local.run import INTERRUPTED_EXIT_CODE, LOCAL_MAX_ATTEMPTS
 from soulworker.settings import Settings
 from soulworker.soulprint.cost_estimate import estimate_model_cost
 from soulworker.soulprint.memory import HEADINGS, MEMORY_TITLE
 from soulworker.soulprint.sections import SECTION_FILES, SECTION_TITLES, section_markdown
-from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query
+from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
 from tests.fakes.export_generator import write_export
 from tests.fakes.messages_api import FakeMessagesAPI
 
@@ -67,18 +68,22 @@ def short_tmpdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def run_import(
-    *args: str, cwd: Path, tmpdir: Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def import_env(tmpdir: Path, env: Mapping[str, str] | None) -> dict[str, str]:
     base = {
         key: value
         for key, value in os.environ.items()
         if key not in SCRUBBED and not key.startswith("SOULWORKER_")
     }
+    return {**base, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmpdir), **(env or {})}
+
+
+def run_import(
+    *args: str, cwd: Path, tmpdir: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "soulworker", "import", *args],
         cwd=cwd,
-        env={**base, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmpdir), **(env or {})},
+        env=import_env(tmpdir, env),
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_SECONDS,
@@ -387,6 +392,48 @@ def test_a_daemon_running_beside_it_never_claims_the_imports_job(
     assert str(mine["id"]) not in claims, "the daemon never claimed the import's job"
     ran = query(database_url, "select distinct job_id from test_handler_runs")
     assert [row["job_id"] for row in ran] == [claimed_id], "its handler ran only its own job"
+
+
+@pytest.mark.db
+def test_ctrl_c_stops_releases_then_cancels_the_job_and_exits_130(
+    database_url: str, tmp_path: Path, short_tmpdir: Path
+) -> None:
+    # Every model call takes longer than the local shutdown budget (3 s): Ctrl-C during the
+    # quick pass takes the cancel-work path, then the command cancels the released job.
+    with FakeMessagesAPI(latency_seconds=10) as api:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "soulworker", "import", str(SAMPLE)],
+            cwd=tmp_path,
+            env=import_env(
+                short_tmpdir,
+                {
+                    "DATABASE_URL": database_url,
+                    "ANTHROPIC_API_KEY": TEST_KEY,
+                    "ANTHROPIC_BASE_URL": api.base_url,
+                },
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(
+                lambda: query(database_url, "select 1 from import_jobs where stage = 'quick_pass'"),
+                timeout=COMMAND_TIMEOUT_SECONDS,
+                what="the quick pass to start",
+            )
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    assert "Interrupted: stopping the import" in stderr
+    assert "Imported" not in stdout
+    job = the_job(database_url)
+    assert (job["status"], job["attempt"], job["lease_owner"]) == ("cancelled", 0, None)
+    assert job["run_after"].year == 9999, "released, it stayed set aside until cancelled"
 
 
 def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path, short_tmpdir: Path) -> None:
