@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
-from soulworker.jobs.store import Connection
+from soulworker.jobs.store import Connection, not_claimable_reason
 from soulworker.jobs.store_interface import JobStoreInterface
 
 CANCELLED_MESSAGE = "Import cancelled."
@@ -179,16 +179,40 @@ class MemoryJobStore:
         runnable = [
             job
             for job in self.jobs.values()
-            if (job.status == "queued" and job.run_after <= now)
-            or (
-                job.status == "running"
-                and job.lease_expires_at is not None
-                and job.lease_expires_at < now
-            )
+            if (job.status == "queued" and job.run_after <= now) or self._lease_expired(job)
         ]
         if not runnable:
             return None
         job = min(runnable, key=lambda j: (-j.priority, j.run_after, j.created_at, j.sequence))
+        return self._take(job, owner, leased_at)
+
+    async def claim_by_id(self, owner: str, job_id: uuid.UUID) -> ClaimedJob:
+        """As ``claim_job_by_id.sql``: this job if queued (whatever its run_after) or rescuable."""
+        leased_at = time.monotonic()
+        job = self.jobs.get(job_id)
+        if job is None or not (job.status == "queued" or self._lease_expired(job)):
+            state = (
+                None
+                if job is None
+                else {
+                    "status": job.status,
+                    "lease_owner": job.lease_owner,
+                    "lease_expires_at": job.lease_expires_at,
+                }
+            )
+            raise JobNotClaimable(job_id, not_claimable_reason(state))
+        return self._take(job, owner, leased_at)
+
+    def _lease_expired(self, job: JobRow) -> bool:
+        return (
+            job.status == "running"
+            and job.lease_expires_at is not None
+            and job.lease_expires_at < self.clock.now
+        )
+
+    def _take(self, job: JobRow, owner: str, leased_at: float) -> ClaimedJob:
+        """The claim's update of one row and the row it returns."""
+        now = self.clock.now
         job.status = "running"
         job.attempt += 1
         job.lease_owner = owner
@@ -288,7 +312,9 @@ class MemoryJobStore:
 
     async def release(self, fence: Fence) -> None:
         job = self._held(fence)
-        job.status, job.attempt, job.run_after = "queued", max(job.attempt - 1, 0), self.clock.now
+        # At once, unless the job was set aside for one named worker (release_job.sql).
+        job.status, job.attempt = "queued", max(job.attempt - 1, 0)
+        job.run_after = max(job.run_after, self.clock.now)
         job.lease_owner, job.lease_expires_at, job.heartbeat_at = None, None, None
 
     async def prune_artifacts(self, retention_days: int) -> int:

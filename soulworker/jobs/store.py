@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
 from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.sql_files import query
@@ -40,6 +41,26 @@ class JobStore:
             )
             row = await cur.fetchone()
         return ClaimedJob.from_row(row, owner, leased_at=sent) if row else None
+
+    async def claim_by_id(self, owner: str, job_id: UUID) -> ClaimedJob:
+        """Claim the job ``job_id`` and never another one (docs/queue.md, "One named job").
+
+        The same claim as :meth:`claim` (lease, attempt charge, returned row) for one row: a
+        queued job, whatever its ``run_after``, or a running one whose lease expired. Raises
+        :class:`~soulworker.jobs.errors.JobNotClaimable`, saying why, for any other.
+        """
+        async with self.pool.connection() as conn:
+            sent = time.monotonic()
+            cur = await conn.execute(
+                query("claim_job_by_id"),
+                {"owner": owner, "lease_seconds": self.lease_seconds, "job_id": job_id},
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return ClaimedJob.from_row(row, owner, leased_at=sent)
+            cur = await conn.execute(query("claim_state"), {"job_id": job_id})
+            state = await cur.fetchone()
+        raise JobNotClaimable(job_id, not_claimable_reason(state))
 
     async def mark_started(self, fence: Fence, label: str) -> None:
         await self._fenced(query("mark_job_started"), {**fence.params(), "label": label})
@@ -212,6 +233,23 @@ class SqlFencedTransaction:
             query("put_job_artifact"),
             {"job_id": self._fence.job_id, "name": name, "content": Jsonb(content)},
         )
+
+
+def not_claimable_reason(state: DictRow | None) -> str:
+    """Why a job in ``state`` (``claim_state``'s row, None when missing) cannot be claimed."""
+    if state is None:
+        return "no import job has this id"
+    status = state["status"]
+    if status == "running":
+        until = state["lease_expires_at"]
+        return (
+            f"it is running, held by {state['lease_owner']} until "
+            f"{until:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+        )
+    if status in ("succeeded", "failed", "cancelled"):
+        return f"it has already ended ({status})"
+    # Claimable a moment ago and taken meanwhile, or a status this code does not know.
+    return f"it is {status} and was not claimable just now; try again"
 
 
 # The Postgres store is one the queue's logic can run on (mypy checks this line).

@@ -16,6 +16,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from soulworker.jobs.job import ClaimedJob, Fence
 
@@ -61,6 +62,12 @@ class JobStoreInterface(Protocol):
         """Take the best runnable job for ``owner``, or None: a due queued job or a running one
         whose lease expired; higher ``priority`` first, then earlier ``run_after``, then older.
         The claim charges an attempt and grants a lease."""
+        ...
+
+    async def claim_by_id(self, owner: str, job_id: UUID) -> ClaimedJob:
+        """Take the job ``job_id`` and never another (docs/queue.md, "One named job"): the same
+        claim as :meth:`claim` for one row, queued whatever its ``run_after``, or running with
+        an expired lease. Raises ``JobNotClaimable``, saying why, for any other."""
         ...
 
     async def mark_started(self, fence: Fence, label: str) -> None:

@@ -15,27 +15,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.store import Connection, JobStore
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
+from soulworker.pipeline.export_source import ExportSource
 from soulworker.pipeline.stages import StageProgress, StageSpec
 from soulworker.settings import Settings
 from soulworker.soulprint.cost import cost_summary
 from soulworker.soulprint.degraded import replace_stage
 from soulworker.sql_files import query
-from soulworker.storage.download import StorageConfig
 
 
 @dataclass
 class ImportRun:
     ctx: JobContext
     settings: Settings
-    http: httpx.AsyncClient
     export_path: Path
-    storage: StorageConfig
+    export_source: ExportSource  # where this job's export comes from (download stage)
     model: ModelClient | None = None
     ledger: UsageLedger = field(default_factory=UsageLedger)
     result: dict[str, Any] = field(default_factory=dict)

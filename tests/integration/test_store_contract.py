@@ -20,7 +20,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
-from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
 from soulworker.jobs.store_interface import JobStoreInterface
@@ -415,6 +415,48 @@ async def test_release_gives_the_attempt_back_and_keeps_the_checkpoint(queue: Qu
     assert seconds_between(row["run_after"], now) <= 0, "due again at once"
     again = await claim(queue)
     assert (again.attempt, again.checkpoint, again.progress_percent) == (1, {"d": 1}, 30)
+
+
+# --- one named job (soulworker import; docs/queue.md "One named job")
+
+SET_ASIDE_SECONDS = 10 * 365 * 24 * 3600
+"""Far enough ahead that no worker's claim takes the job (soulworker import uses year 9999)."""
+
+
+async def test_a_set_aside_job_is_claimed_only_by_its_id(queue: Queue) -> None:
+    aside = await queue.insert(priority=2**31 - 1, run_after_seconds=SET_ASIDE_SECONDS)
+    assert await queue.store.claim("w1") is None, "the ordinary claim never takes it"
+    job = await queue.store.claim_by_id("importer", aside)
+    assert (job.id, job.attempt, job.fence.owner) == (aside, 1, "importer")
+    row = await queue.row(aside)
+    assert (row["status"], row["lease_owner"]) == ("running", "importer")
+
+
+async def test_a_named_claim_takes_only_its_job_and_says_why_it_cannot(queue: Queue) -> None:
+    other = await queue.insert(priority=5)
+    named = await queue.insert()
+    await queue.store.claim_by_id("importer", named)
+    assert (await queue.row(other))["status"] == "queued", "the better job is not touched"
+    with pytest.raises(JobNotClaimable, match="running, held by importer"):
+        await queue.store.claim_by_id("w2", named)
+    with pytest.raises(JobNotClaimable, match="no import job has this id"):
+        await queue.store.claim_by_id("w2", uuid.uuid4())
+    await queue.travel(LEASE_SECONDS + 1)
+    rescued = await queue.store.claim_by_id("w2", named)
+    assert (rescued.attempt, rescued.fence.owner) == (2, "w2"), "an expired lease is rescued"
+    await queue.store.succeed(rescued.fence, {})
+    with pytest.raises(JobNotClaimable, match=r"already ended \(succeeded\)"):
+        await queue.store.claim_by_id("w3", named)
+
+
+async def test_a_released_set_aside_job_stays_set_aside(queue: Queue) -> None:
+    aside = await queue.insert(run_after_seconds=SET_ASIDE_SECONDS)
+    job = await queue.store.claim_by_id("importer", aside)
+    await queue.store.release(job.fence)
+    row = await queue.row(aside)
+    assert (row["status"], row["attempt"]) == ("queued", 0)
+    assert seconds_between(row["run_after"], await queue.now()) > SET_ASIDE_SECONDS / 2
+    assert await queue.store.claim("w1") is None
 
 
 async def test_retry_later_records_the_error_and_waits(queue: Queue) -> None:
