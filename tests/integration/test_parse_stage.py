@@ -29,7 +29,7 @@ from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT, ParseStage
 from soulworker.settings import Settings
 from soulworker.storage.download import StorageConfig
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ConversationFacts,
     DuplicateKind,
     ExportForm,
@@ -37,7 +37,7 @@ from tests.fakes.export_generator import (
     GeneratorConfig,
     write_export,
 )
-from tests.fakes.storage_server import FAKE_SERVICE_JWT
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT
 
 pytestmark = pytest.mark.db
 
