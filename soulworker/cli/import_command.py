@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Import a ChatGPT export (.zip or conversations.json) for one person through the "
             "same job code the daemon runs, and write SOUL.md, IDENTITY.md, USER.md, AGENTS.md, "
-            "TOOLS.md and MEMORY.md. Uses DATABASE_URL when set (the job's rows stay there), "
+            "TOOLS.md and MEMORY.md. Uses DATABASE_URL when set (the job's rows stay there; "
+            "other jobs and workers there are left alone), "
             "otherwise a temporary embedded PostgreSQL. Without ANTHROPIC_API_KEY (or with "
             "--dry-run) everything but the model calls runs, and their cost is estimated."
         ),
