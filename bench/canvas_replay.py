@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from soulworker.conversations.linearize import linearize  # noqa: E402
-from tests.fakes.export_generator import Feature, GeneratorConfig, iter_export  # noqa: E402
+from soulworker.testing.export_generator import Feature, GeneratorConfig, iter_export  # noqa: E402
 
 Json = dict[str, Any]
 

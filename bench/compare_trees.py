@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.generate_export import parse_size  # noqa: E402
 from bench.pipeline_throughput import OUT, export_file  # noqa: E402
 from bench.scratch_import import worker_env  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm  # noqa: E402
-from tests.fakes.storage_server import StorageServer  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm  # noqa: E402
+from soulworker.testing.storage_server import StorageServer  # noqa: E402
 
 
 def run_job(

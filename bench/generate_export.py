@@ -4,8 +4,8 @@
 
 ``--size`` counts the uncompressed conversation JSON by default (``--size-of file`` counts the
 output file instead). Generation streams to disk one conversation at a time, so a 1 GB export
-needs no more memory than a 1 MB one. The library behind it is ``tests/fakes/export_generator``;
-its module docstring lists every feature and option.
+needs no more memory than a 1 MB one. The library behind it is
+``soulworker/testing/export_generator.py``; its module docstring lists every feature and option.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ExportForm,
     Feature,
     GeneratorConfig,

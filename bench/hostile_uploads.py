@@ -52,15 +52,15 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.generate_export import parse_size  # noqa: E402
 from bench.pipeline_throughput import OUT, TreeRss, export_file  # noqa: E402
 from bench.scratch_import import worker_env  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm  # noqa: E402
-from tests.fakes.hostile_exports import (  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm  # noqa: E402
+from soulworker.testing.hostile_exports import (  # noqa: E402
     write_giant_conversations,
     write_many_entry_zip,
     write_tiny_conversations,
     write_zeros,
 )
-from tests.fakes.storage_server import StorageServer  # noqa: E402
+from soulworker.testing.storage_server import StorageServer  # noqa: E402
 
 
 def hostile_file(scenario: str, args: argparse.Namespace) -> Path:

@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.scratch_import import prepare_job, worker_env  # noqa: E402
 from soulworker.llm.ai_name import FALLBACK_NAMES  # noqa: E402
 from soulworker.llm.schemas import SOULPRINT  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
-from tests.fakes.messages_api import (  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
+from soulworker.testing.messages_api import (  # noqa: E402
     FakeMessagesAPI,
     LooseModel,
     RecordedRequest,
@@ -47,7 +47,7 @@ from tests.fakes.messages_api import (  # noqa: E402
     generate_from_schema,
     recorded_usage,
 )
-from tests.fakes.storage_server import StorageServer  # noqa: E402
+from soulworker.testing.storage_server import StorageServer  # noqa: E402
 
 
 def broken_soulprint() -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Model usage of an import: calls, tokens per MB of export, estimated cost, no text sent twice.
 
 Runs one job with the model stages on, through the real daemon and the real anthropic SDK, against
-the fake Messages API on loopback (tests/fakes/messages_api.py). The fake reports input tokens as
-the request's characters / 4 — the same estimate the pipeline budgets with; real Haiku 5.5 counts
-~30 % more for English text, so the table also shows that correction. The fake's answers are
-random words, so output tokens are taken from the estimator's stated assumptions
+the fake Messages API on loopback (soulworker/testing/messages_api.py). The fake reports input
+tokens as the request's characters / 4 — the same estimate the pipeline budgets with; real Haiku
+5.5 counts ~30 % more for English text, so the table also shows that correction. The fake's
+answers are random words, so output tokens are taken from the estimator's stated assumptions
 (``soulworker/soulprint/cost_estimate.py``) rather than from the fake.
 
 Then it checks, from the recorded requests, that the full pass sent no chunk text twice: every
@@ -47,10 +47,10 @@ from soulworker.soulprint.cost_estimate import (  # noqa: E402
     FACT_OUTPUT_RATIO,
     SOULPRINT_OUTPUT_TOKENS,
 )
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm  # noqa: E402
-from tests.fakes.messages_api import FakeMessagesAPI  # noqa: E402
-from tests.fakes.storage_server import StorageServer  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm  # noqa: E402
+from soulworker.testing.messages_api import FakeMessagesAPI  # noqa: E402
+from soulworker.testing.storage_server import StorageServer  # noqa: E402
 
 EXCERPT = re.compile(r'<conversation_data index="\d+">\n(.*?)\n</conversation_data>', re.DOTALL)
 # Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (docs/platform.md).

@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests import pg  # noqa: E402 - after the path set-up above
+from soulworker.testing import postgres as pg  # noqa: E402 - after the path set-up above
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -69,7 +69,7 @@ def main() -> int:
                     "soulworker",
                     "run",
                     "--handler",
-                    "tests.fakes.handlers:create_scripted_handler",
+                    "soulworker.testing.scripted_handler:create_scripted_handler",
                 ],
                 env={
                     **os.environ,

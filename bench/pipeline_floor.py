@@ -61,9 +61,9 @@ from soulworker.soulprint.persona import PersonaCollector  # noqa: E402
 from soulworker.soulprint.sampler import QuickPassSampler  # noqa: E402
 from soulworker.storage.download import StorageConfig, download_export  # noqa: E402
 from soulworker.storage.path import parse_storage_path  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm  # noqa: E402
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm  # noqa: E402
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT, StorageServer  # noqa: E402
 
 
 def rules_seconds(export: Path) -> dict[str, float]:

@@ -3,7 +3,7 @@
 For each size (default 100 MB and 1 GB of conversation JSON) this script
 
 1. generates a realistic export with ``bench/generate_export.py``'s library (cached in bench/out);
-2. serves it from the fake Supabase Storage server (tests/fakes, on loopback);
+2. serves it from the fake Supabase Storage server (soulworker/testing, on loopback);
 3. runs one job through ``soulworker run --drain`` under ``/usr/bin/time -v`` with the model
    stages off: download, parse, linearize, chunk, COPY into Postgres;
 4. in the same run, right before and after, times bare ``ijson.items(f, "item", use_float=True)``
@@ -45,9 +45,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.generate_export import parse_size  # noqa: E402
 from bench.scratch_import import prepare_job, worker_env  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.fakes.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
-from tests.fakes.storage_server import StorageServer  # noqa: E402
+from soulworker.testing import postgres as pg  # noqa: E402
+from soulworker.testing.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
+from soulworker.testing.storage_server import StorageServer  # noqa: E402
 
 OUT = REPO_ROOT / "bench" / "out"
 SHARD = re.compile(r"^(?:.*/)?conversations(?:-(\d+))?\.json$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT, StorageServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
     python examples/make_sample_export.py            # rewrite the sample
     python examples/make_sample_export.py --check    # exit 1 if the shipped file differs
 
-The export comes from the test suite's generator (``tests/fakes/export_generator.py``) with the
+The export comes from the test kit's generator (``soulworker/testing/export_generator.py``) with the
 fixed settings below, so the same bytes come out on every machine: the generator draws
 everything from the seed and stamps the ZIP entries with its fixed clock. It is a 2023-2025 style
 export (``conversations.json`` at the root of the ZIP, with the ``chat.html`` and other files a
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.fakes.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
+from soulworker.testing.export_generator import ExportForm, GeneratorConfig, write_export  # noqa: E402
 
 SAMPLE_PATH = REPO_ROOT / "examples" / "sample-export.zip"
 SAMPLE_CONFIG = GeneratorConfig(seed=7, conversations=30, form=ExportForm.ZIP)

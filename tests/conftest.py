@@ -1,4 +1,4 @@
-"""Shared fixtures: a PostgreSQL server (see tests/pg.py), fresh databases, settings."""
+"""Shared fixtures: a PostgreSQL server (soulworker/testing/postgres.py), databases, settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from psycopg.rows import DictRow, dict_row
 from soulworker.logs import configure_logging
 from soulworker.migrate import migrate
 from soulworker.settings import Settings
-from tests import pg, supabase
+from soulworker.testing import postgres as pg
+from tests import supabase
 
 configure_logging("console", "warning")
 

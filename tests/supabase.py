@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from soulworker.migrate import MIGRATION_LOCK_KEY
-from tests import pg
+from soulworker.testing import postgres as pg
 
 SQL_DIR = Path(__file__).parent / "integration" / "sql"
 

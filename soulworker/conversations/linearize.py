@@ -44,7 +44,7 @@ conversation with no dialogue is returned with no messages: the caller counts an
 its persona signals still count.
 
 Speed (measured on the 2-core reference VM over 5,000 conversations from
-``tests/fakes/export_generator.py``, p50 31 KB of JSON and 28 nodes each; runs vary by ~30 %):
+``soulworker/testing/export_generator.py``, p50 31 KB of JSON, 28 nodes each; runs vary by ~30 %):
 40-60 µs for the median conversation and 75-105 µs on average when warm in the CPU cache, as a
 conversation ijson has just built is; ~145 µs on average (~380 MB/s of JSON) when cold. Most of
 it is per-node dictionary access, which is why ``_build_thread`` is one flat loop over locals.

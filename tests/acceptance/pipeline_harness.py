@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from soulworker.testing.messages_api import FakeMessagesAPI
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT, StorageServer
 from tests.acceptance.workers import WorkerProcess, query
-from tests.fakes.messages_api import FakeMessagesAPI
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer
 
 FAST_QUEUE = {
     "SOULWORKER_LEASE_SECONDS": "2",

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from soulworker.testing.export_generator import GeneratorConfig, write_export
+from soulworker.testing.hostile_exports import tiny_conversation, write_zeros
 from tests.acceptance.pipeline_harness import ImportHarness
-from tests.fakes.export_generator import GeneratorConfig, write_export
-from tests.fakes.hostile_exports import tiny_conversation, write_zeros
 
 pytestmark = pytest.mark.db
 

@@ -43,9 +43,9 @@ from soulworker.settings import Settings
 from soulworker.soulprint.cost_estimate import estimate_model_cost
 from soulworker.soulprint.memory import HEADINGS, MEMORY_TITLE
 from soulworker.soulprint.sections import SECTION_FILES, SECTION_TITLES, section_markdown
+from soulworker.testing.export_generator import write_export
+from soulworker.testing.messages_api import FakeMessagesAPI
 from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
-from tests.fakes.export_generator import write_export
-from tests.fakes.messages_api import FakeMessagesAPI
 
 SAMPLE = REPO_ROOT / "examples" / "sample-export.zip"
 MAKE_SAMPLE = REPO_ROOT / "examples" / "make_sample_export.py"

@@ -23,10 +23,10 @@ from soulworker.pipeline.handler import ImportPipeline
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
 from soulworker.storage.download import RetryPolicy
+from soulworker.testing.export_generator import GeneratorConfig, write_export
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT, Respond
 from tests.acceptance.pipeline_harness import ImportHarness
 from tests.acceptance.workers import WorkerProcess, wait_for
-from tests.fakes.export_generator import GeneratorConfig, write_export
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, Respond
 
 pytestmark = pytest.mark.db
 

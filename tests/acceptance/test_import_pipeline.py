@@ -24,9 +24,7 @@ from soulworker.conversations.chunker import RECENT_DAYS
 from soulworker.conversations.conversation import UNTITLED
 from soulworker.llm.models import estimate_tokens
 from soulworker.tempfiles import ROOT_PREFIX, WorkspaceRoot
-from tests.acceptance.pipeline_harness import ImportHarness
-from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ConversationFacts,
     DuplicateKind,
     ExportForm,
@@ -35,6 +33,8 @@ from tests.fakes.export_generator import (
     GeneratorConfig,
     write_export,
 )
+from tests.acceptance.pipeline_harness import ImportHarness
+from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
 
 pytestmark = pytest.mark.db
 

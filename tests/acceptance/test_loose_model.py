@@ -24,6 +24,17 @@ import pytest
 
 from soulworker.llm.ai_name import FALLBACK_NAMES, ai_name_problem
 from soulworker.llm.schemas import SECTION_NAMES, SOULPRINT
+from soulworker.testing.messages_api import (
+    UNKNOWN,
+    LooseModel,
+    RecordedRequest,
+    answer,
+    generate_from_schema,
+    recorded_usage,
+    refusal,
+    spend_limit,
+    truncated,
+)
 from tests.acceptance.pipeline_harness import ImportHarness
 from tests.acceptance.test_model_stages import (
     SMALL_BATCH_TOKENS,
@@ -38,17 +49,6 @@ from tests.acceptance.test_model_stages import (
     zip_export,
 )
 from tests.acceptance.workers import query, wait_for
-from tests.fakes.messages_api import (
-    UNKNOWN,
-    LooseModel,
-    RecordedRequest,
-    answer,
-    generate_from_schema,
-    recorded_usage,
-    refusal,
-    spend_limit,
-    truncated,
-)
 
 pytestmark = pytest.mark.db
 

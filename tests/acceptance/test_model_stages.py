@@ -25,15 +25,13 @@ import pytest
 
 from soulworker.llm.json_schema import validate
 from soulworker.llm.schemas import SECTION_NAMES, SECTION_SCHEMAS, SOULPRINT
-from tests.acceptance.pipeline_harness import ImportHarness
-from tests.acceptance.workers import query, wait_for
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ExportForm,
     GeneratorConfig,
     iter_export,
     write_export,
 )
-from tests.fakes.messages_api import (
+from soulworker.testing.messages_api import (
     LooseModel,
     RecordedRequest,
     generate_from_schema,
@@ -44,6 +42,8 @@ from tests.fakes.messages_api import (
     spend_limit,
     truncated,
 )
+from tests.acceptance.pipeline_harness import ImportHarness
+from tests.acceptance.workers import query, wait_for
 
 pytestmark = pytest.mark.db
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from soulworker.testing.scripted_handler import RUNS_TABLE
 from tests.acceptance.workers import (
     REPO_ROOT,
     WorkerProcess,
@@ -23,7 +24,6 @@ from tests.acceptance.workers import (
     query,
     wait_for,
 )
-from tests.fakes.handlers import RUNS_TABLE
 
 pytestmark = pytest.mark.db
 

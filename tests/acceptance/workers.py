@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPTED_HANDLER = "tests.fakes.handlers:create_scripted_handler"
+SCRIPTED_HANDLER = "soulworker.testing.scripted_handler:create_scripted_handler"
 
 
 class WorkerProcess:

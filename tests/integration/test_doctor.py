@@ -48,9 +48,9 @@ from soulworker.migrate import migrate
 from soulworker.settings import Settings
 from soulworker.sql_files import migration_files
 from soulworker.storage.buckets import classify_bucket_response
-from tests.fakes import messages_api as model_faults
-from tests.fakes.messages_api import FakeMessagesAPI
-from tests.fakes.storage_server import (
+from soulworker.testing import messages_api as model_faults
+from soulworker.testing.messages_api import FakeMessagesAPI
+from soulworker.testing.storage_server import (
     FAKE_SECRET_KEY,
     FAKE_SERVICE_JWT,
     Respond,

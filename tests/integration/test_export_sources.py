@@ -30,7 +30,7 @@ from soulworker.storage.download import (
 from soulworker.storage.errors import ExportNotFound, ExportTooLarge, InvalidStoragePath
 from soulworker.storage.local_file import copy_export
 from soulworker.storage.path import parse_storage_path
-from tests.fakes.storage_server import FAKE_SERVICE_JWT, StorageServer
+from soulworker.testing.storage_server import FAKE_SERVICE_JWT, StorageServer
 
 USER = uuid.UUID("0b7e2f4c-1d3a-4e5b-8c6d-9e0f1a2b3c4d")
 OBJECT = f"{USER}/export.zip"

@@ -44,8 +44,8 @@ from psycopg.rows import DictRow, dict_row
 from soulworker.doctor.api_exposure import SOULWORKER_FUNCTIONS, inspect_exposure
 from soulworker.migrate import checksum, migrate
 from soulworker.sql_files import migration_files, query
+from soulworker.testing.export_generator import ExportForm, GeneratorConfig, write_export
 from tests.acceptance.pipeline_harness import ImportHarness
-from tests.fakes.export_generator import ExportForm, GeneratorConfig, write_export
 from tests.supabase import SupabaseDatabase, supabase_database
 
 pytestmark = [pytest.mark.db, pytest.mark.usefixtures("supabase_api_roles")]

@@ -38,8 +38,8 @@ from soulworker.llm.pricing import DEFAULT_PRICES, PriceTable
 from soulworker.llm.retry import RetryPolicy, is_retryable_api_error, retry_after_seconds
 from soulworker.llm.schemas import FACT_EXTRACTION, SOULPRINT, OutputSchema
 from soulworker.llm.usage import CallUsage, UsageLedger
-from tests.fakes import messages_api as fakes
-from tests.fakes.messages_api import FakeMessagesAPI, RecordedRequest, schema_responder
+from soulworker.testing import messages_api as fakes
+from soulworker.testing.messages_api import FakeMessagesAPI, RecordedRequest, schema_responder
 
 API_KEY = "sk-ant-api03-TESTSECRET-0123456789abcdefghij"
 MODEL = "claude-haiku-4-5"

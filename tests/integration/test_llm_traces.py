@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from soulworker.llm.client import METADATA_ONLY_TRACES, ModelClient, ModelClientConfig
 from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.schemas import SOULPRINT
-from tests.fakes.messages_api import FakeMessagesAPI
+from soulworker.testing.messages_api import FakeMessagesAPI
 
 API_KEY = "sk-ant-api03-TESTSECRET-0123456789abcdefghij"
 MODEL = "claude-haiku-4-5"

@@ -31,7 +31,7 @@ from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import MAX_CONTENT_TYPES
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
-from tests.fakes.hostile_exports import tiny_conversation, write_tiny_conversations
+from soulworker.testing.hostile_exports import tiny_conversation, write_tiny_conversations
 
 pytestmark = pytest.mark.db
 
@@ -227,7 +227,7 @@ async def test_the_conversation_size_limit_is_the_setting(
 async def test_the_zip_entry_limit_is_the_setting(
     conn: Conn, store: JobStore, settings: Settings, tmp_path: Path
 ) -> None:
-    from tests.fakes.hostile_exports import write_many_entry_zip
+    from soulworker.testing.hostile_exports import write_many_entry_zip
 
     export = write_many_entry_zip(tmp_path / "job.export", 101)
     job = await claimed_job(conn, store)

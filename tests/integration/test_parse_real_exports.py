@@ -23,7 +23,7 @@ from soulworker.conversations.message_text import IMAGE_PLACEHOLDER, TRUNCATION_
 from soulworker.jobs.store import JobStore
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.settings import Settings
-from tests.fakes.export_generator import ExportForm, Feature, GeneratorConfig, write_export
+from soulworker.testing.export_generator import ExportForm, Feature, GeneratorConfig, write_export
 from tests.integration.test_parse_stage import (
     Conn,
     chunks_of,

@@ -28,7 +28,7 @@ from soulworker.pipeline.export_source import LocalFileExportSource
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT, ParseStage
 from soulworker.settings import Settings
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ConversationFacts,
     DuplicateKind,
     ExportForm,

@@ -40,7 +40,7 @@ from soulworker.storage.errors import (
     WorkerDiskTooSmall,
 )
 from soulworker.storage.path import StoragePath, parse_storage_path
-from tests.fakes.storage_server import (
+from soulworker.testing.storage_server import (
     FAKE_SECRET_KEY,
     FAKE_SERVICE_JWT,
     Chunked,

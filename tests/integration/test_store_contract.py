@@ -1,6 +1,6 @@
 """One contract, two stores: every scenario here runs on JobStore over a real Postgres and on the
-in-memory store of tests/memory_store.py, so the store the queue's decision tests use cannot
-drift from the SQL (docs/queue.md, "Two layers of tests").
+in-memory store of soulworker/testing/memory_store.py, so the store the queue's decision tests
+use cannot drift from the SQL (docs/queue.md, "Two layers of tests").
 
 Each store comes with the operator's side a scenario needs (insert a job, cancel it, read its
 row, let time pass); on Postgres, time passes by moving every timestamp of every job back.
@@ -25,7 +25,7 @@ from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
 from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.settings import Settings
-from tests.memory_store import MemoryJobStore
+from soulworker.testing.memory_store import MemoryJobStore
 
 Conn = psycopg.AsyncConnection[DictRow]
 LEASE_SECONDS = 30

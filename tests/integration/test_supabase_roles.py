@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from soulworker.migrate import MIGRATION_LOCK_KEY
-from tests import pg
+from soulworker.testing import postgres as pg
 from tests.supabase import supabase_api_roles
 
 pytestmark = pytest.mark.db

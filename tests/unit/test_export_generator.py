@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.export_generator import (
+from soulworker.testing.export_generator import (
     ConversationFacts,
     DuplicateKind,
     ExportForm,
@@ -450,7 +450,8 @@ def test_a_file_size_target_measures_the_output_file(tmp_path: Path) -> None:
 def _peak_rss_kib(target: int, path: Path) -> int:
     code = (
         "import resource, sys\n"
-        "from tests.fakes.export_generator import GeneratorConfig, ExportForm, write_export\n"
+        "from soulworker.testing.export_generator import (\n"
+        "    GeneratorConfig, ExportForm, write_export)\n"
         "config = GeneratorConfig(seed=1, target_bytes=int(sys.argv[1]),\n"
         "                         form=ExportForm.ZIP_SHARDS, compresslevel=1)\n"
         "write_export(sys.argv[2], config)\n"

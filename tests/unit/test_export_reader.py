@@ -29,7 +29,7 @@ from soulworker.export.reader import (
     require_fast_json_backend,
 )
 from soulworker.export.sniff import ExportKind
-from tests.fakes.export_generator import ExportForm, Feature, GeneratorConfig, write_export
+from soulworker.testing.export_generator import ExportForm, Feature, GeneratorConfig, write_export
 
 IN_PROCESS = ExportLimits(scan_process_min_bytes=None)
 HELPER = ExportLimits(scan_process_min_bytes=0)

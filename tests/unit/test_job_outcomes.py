@@ -17,7 +17,7 @@ from soulworker.jobs.errors import CancelRequested, LeaseLost
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.runner import WILL_BE_RETRIED, JobRun
 from soulworker.settings import Settings
-from tests.memory_store import MemoryJobStore
+from soulworker.testing.memory_store import MemoryJobStore
 from tests.unit.job_doubles import FunctionHandler, Work, fast_settings
 
 RETRY_BASE = 30.0

@@ -750,7 +750,7 @@ def test_generated_conversations_linearize_to_their_recorded_facts(
     """Smoke test over the project's export generator: dialogue, order, dropped and hidden
     text, and persona signals all match what the generator recorded. With the traits of real
     exports turned on: Canvas documents exactly, no false image for voice, no marker left."""
-    from tests.fakes.export_generator import Feature, GeneratorConfig, iter_export
+    from soulworker.testing.export_generator import Feature, GeneratorConfig, iter_export
 
     rates = {}
     if realistic_extras:

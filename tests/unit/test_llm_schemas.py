@@ -49,7 +49,12 @@ from soulworker.llm.schemas import (
     SOULPRINT_V2,
     OutputSchema,
 )
-from tests.fakes.messages_api import LOOSE_WAYS, LooseModel, RecordedRequest, generate_from_schema
+from soulworker.testing.messages_api import (
+    LOOSE_WAYS,
+    LooseModel,
+    RecordedRequest,
+    generate_from_schema,
+)
 
 ALL_SCHEMAS = [
     SOULPRINT,

@@ -23,7 +23,7 @@ from soulworker.pipeline.parse_pass import (
 )
 from soulworker.pipeline.parse_thread import ParseChannel, start_parse_thread
 from soulworker.settings import Settings
-from tests.fakes.hostile_exports import tiny_conversation
+from soulworker.testing.hostile_exports import tiny_conversation
 
 
 async def run_pass(export: Path) -> tuple[ParsePass, list[ParseOutput], ParseSummary]:

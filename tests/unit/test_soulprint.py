@@ -17,7 +17,7 @@ from soulworker.soulprint.sections import (
     section_markdown,
     soulprint_text,
 )
-from tests.fakes.messages_api import generate_from_schema
+from soulworker.testing.messages_api import generate_from_schema
 
 
 def sections(seed: int = 1) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.worker import Worker
 from soulworker.settings import Settings
-from tests.memory_store import MemoryJobStore
+from soulworker.testing.memory_store import MemoryJobStore
 from tests.unit.job_doubles import FunctionHandler, Work, fast_settings
 
 

@@ -643,10 +643,12 @@ class FakeMessagesAPI:
         stop_reason = "end_turn"
         stop_details: dict[str, Any] | None = None
         if kind == "raw_text":
-            assert fault is not None and fault.text is not None
+            assert fault is not None
+            assert fault.text is not None
             text = fault.text
         elif kind == "answer":
-            assert fault is not None and fault.data is not None
+            assert fault is not None
+            assert fault.data is not None
             text = json.dumps(fault.data)
         else:
             text = json.dumps(self.responder(request))
@@ -660,7 +662,8 @@ class FakeMessagesAPI:
             stop_reason = "model_context_window_exceeded"
             output_tokens = estimate_tokens(text)
         elif kind == "stop":
-            assert fault is not None and fault.stop_reason is not None
+            assert fault is not None
+            assert fault.stop_reason is not None
             stop_reason = fault.stop_reason
         elif kind == "refusal":
             text = ""

@@ -1,5 +1,8 @@
 """A scripted job handler for testing the queue on its own, in real worker subprocesses.
 
+A worker runs it with ``--handler soulworker.testing.scripted_handler:create_scripted_handler``
+(tests/acceptance/workers.py, bench/pickup_latency.py).
+
 Each job's behaviour is read from the last segment of its ``storage_path``, so a test plans
 every job when it inserts it:
 

@@ -73,7 +73,7 @@ FAKE_SERVICE_JWT = (
 )
 """A legacy ``service_role`` key shaped like the real ones (``eyJ…``, three parts)."""
 
-FAKE_SECRET_KEY = "sb_secret_fakeFakeFakeFakeFake0123456789"
+FAKE_SECRET_KEY = "sb_secret_fakeFakeFakeFakeFake0123456789"  # noqa: S105 - a fake, for loopback
 """A new-style secret key."""
 
 OBJECT_PREFIX = "/storage/v1/object/"

@@ -1,13 +1,13 @@
-"""Finding a PostgreSQL server for the tests, and giving each test a database of its own.
+"""Finding a PostgreSQL server for the tests and benchmarks, and giving each a database of its own.
 
 Order (README, "Run the tests"):
 1. ``SOULWORKER_TEST_DATABASE_URL`` when set: a server where this user may create databases.
 2. A local server on 127.0.0.1:5432 (user ``postgres``) when one answers.
-3. testcontainers, when a Docker engine is reachable.
+3. testcontainers (the ``dev`` extra), when installed and a Docker engine is reachable.
 4. Otherwise the database tests skip with one line saying how to run them.
 
-Tests create databases named ``sw_test_…`` and drop them afterwards; they never touch an
-existing database.
+Tests and benchmarks create databases named ``sw_test_…`` and drop them afterwards; they never
+touch an existing database.
 """
 
 from __future__ import annotations
