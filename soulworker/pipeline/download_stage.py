@@ -1,8 +1,11 @@
 """Stage 1, download (0–20 % by bytes): the export from Supabase Storage to a private temp file.
 
 The storage path is validated before any request (docs/contract.md). The file lives only as long as
-the attempt, so this stage writes no checkpoint of its own: a resumed job that has not finished the
-parse downloads again, and one that has skips both stages.
+the attempt, so this stage keeps no checkpoint entry: it is done once its file is on hand in this
+attempt, or when no stage still to run reads it (``ImportRun.export_needed``, which the pipeline
+sets from the parse's own doneness). So a resumed job that has not finished the parse downloads
+again, and one that has skips both stages. Its result is committed with the parse's checkpoint
+(``ImportRun.carry``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.stages import DOWNLOAD, PARSE
+from soulworker.pipeline.stages import DOWNLOAD
 from soulworker.storage.download import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
@@ -28,7 +31,7 @@ class DownloadStage:
         self.retry = retry
 
     def is_done(self, run: ImportRun) -> bool:
-        return run.stage_done(PARSE.name)
+        return run.downloaded or not run.export_needed
 
     async def run(self, run: ImportRun) -> None:
         started = time.monotonic()
@@ -60,11 +63,15 @@ class DownloadStage:
         )
         await progress.report(1.0)
         run.downloaded = True
-        run.result["export_bytes"] = download.bytes_written
-        run.result["download"] = {
-            "attempts": download.attempts,
-            "resumes": download.resumes,
-            "restarts": download.restarts,
-            "mib_per_second": round(download.mib_per_second, 1),
-        }
-        run.record_stage_seconds(DOWNLOAD.name, time.monotonic() - started)
+        run.carry(
+            {
+                "export_bytes": download.bytes_written,
+                "download": {
+                    "attempts": download.attempts,
+                    "resumes": download.resumes,
+                    "restarts": download.restarts,
+                    "mib_per_second": round(download.mib_per_second, 1),
+                },
+                **run.record_stage_seconds(DOWNLOAD.name, time.monotonic() - started),
+            }
+        )

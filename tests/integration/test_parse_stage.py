@@ -25,8 +25,9 @@ from soulworker.export.errors import EmptyExport, ExportError
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
+from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT, ParseStage
+from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
 from soulworker.storage.download import StorageConfig
 from tests.fakes.export_generator import (
