@@ -14,6 +14,7 @@ import pytest
 
 from soulworker.export.reader import ExportLimits
 from soulworker.pipeline import handoffs
+from soulworker.pipeline.handoffs import ParseOutput
 from soulworker.pipeline.parse_pass import (
     ChunkRowChange,
     DeleteChunks,
@@ -70,7 +71,9 @@ async def test_the_artifact_json_is_the_plain_encoding(
     export = tmp_path / "export.json"
     export.write_text(json.dumps([tiny_conversation(n) for n in range(7)]), encoding="utf-8")
     parse, _, summary = await run_pass(export)
-    assert json.loads(summary.artifact_json) == parse.artifact().to_json()
+    stored = json.loads(summary.artifact_json)
+    assert stored == parse.artifact().to_json()
+    assert ParseOutput.from_json(stored).to_json() == stored, "what later stages read back"
     assert len(parse.artifact().chunk_layout.header_chars) == 7
 
 
