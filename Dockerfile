@@ -4,8 +4,11 @@
 # (`soulworker migrate`) and `soulworker doctor` run in the same image.
 #
 # Two stages: the builder turns the source into a wheel and installs it with its dependencies
-# into a virtual environment; the final image gets only that environment. Build tools (pip's
-# build isolation, hatchling, caches) never reach the final image, and no compiler is
+# into a virtual environment; the final image gets only that environment. The dependencies are
+# the locked ones (requirements/runtime.txt, made by requirements/compile): the versions the
+# tests ran, each file checked against its sha256, so a rebuild months later installs the same
+# bytes or fails; the wheel itself then goes in with --no-deps, so nothing else is resolved.
+# Build tools (pip's build isolation, hatchling, caches) never reach the final image, and no compiler is
 # installed anywhere: every dependency ships binary wheels (psycopg-binary, ijson with its
 # yajl2_c C backend), and --only-binary makes the build fail rather than silently compile or,
 # worse, fall back to ijson's 10× slower pure-Python parser.
@@ -26,6 +29,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore). pyproject.toml maps sql/ into the
 # package (soulworker/sql), so `soulworker migrate` finds its files in an installed copy.
+COPY requirements/runtime.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY soulworker ./soulworker
 COPY sql ./sql
@@ -34,7 +38,9 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 # The venv lives at the same path in both stages: its scripts name their interpreter by path.
 # It has no pip of its own; the builder's pip installs into it.
 RUN python -m venv --without-pip /opt/soulworker
-RUN python -m pip --python /opt/soulworker/bin/python install --only-binary=:all: /wheels/soulworker-*.whl
+RUN python -m pip --python /opt/soulworker/bin/python install --only-binary=:all: \
+        --require-hashes -r requirements/runtime.txt
+RUN python -m pip --python /opt/soulworker/bin/python install --no-deps /wheels/soulworker-*.whl
 # Smoke tests: the build fails here, not in production, if the C parser or the CLI is missing.
 RUN /opt/soulworker/bin/python -c "import ijson, sys; sys.exit(ijson.backend_name != 'yajl2_c')"
 RUN /opt/soulworker/bin/soulworker --version

@@ -13,6 +13,15 @@ from typing import Any
 
 from soulworker.cli.common import CommandError
 
+LOCAL_EXTRA_MODULES = frozenset({"rich"})
+"""What ``soulworker[local]`` brings that only this command imports (the daemon's image leaves
+it out; docs/dependencies.md)."""
+
+LOCAL_EXTRA_MISSING = (
+    "soulworker import needs the 'local' extra, which the daemon does not install: "
+    "pip install 'soulworker[local]'"
+)
+
 DEFAULT_OUT_DIR = Path("soulprint")
 """Where the markdown files go: a folder named for what it holds, in the current directory."""
 
@@ -24,7 +33,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Import a ChatGPT export (.zip or conversations.json) for one person through the "
             "same job code the daemon runs, and write SOUL.md, IDENTITY.md, USER.md, AGENTS.md, "
-            "TOOLS.md and MEMORY.md. Uses DATABASE_URL when set (the job's rows stay there), "
+            "TOOLS.md and MEMORY.md. Uses DATABASE_URL when set (the job's rows stay there; "
+            "other jobs and workers there are left alone), "
             "otherwise a temporary embedded PostgreSQL. Without ANTHROPIC_API_KEY (or with "
             "--dry-run) everything but the model calls runs, and their cost is estimated."
         ),
@@ -53,7 +63,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: the pipeline, rich and the model SDK take ~2 s to import, which every
     # other command (and `soulworker --help`) would otherwise pay.
-    from soulworker.local.run import LocalImportError, LocalImportRequest, run_local_import
+    try:
+        from soulworker.local.run import LocalImportError, LocalImportRequest, run_local_import
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in LOCAL_EXTRA_MODULES:
+            raise
+        raise CommandError(LOCAL_EXTRA_MISSING, 2) from None
 
     request = LocalImportRequest(
         export=args.path, out_dir=args.out, dry_run=args.dry_run, keep_db=args.keep_db

@@ -25,7 +25,7 @@ its end, so the caller commits nothing before the iterator stops without raising
 Limits (``ExportLimits``), each checked before the bytes reach the parser:
 
 - entries in a ZIP (``SOULWORKER_MAX_ZIP_ENTRIES``), before its central directory is read;
-- total uncompressed bytes (``SOULWORKER_MAX_EXPORT_BYTES``, DESIGN default 8 GiB): on the ZIP
+- total uncompressed bytes (``SOULWORKER_MAX_EXPORT_BYTES``, default 8 GiB): on the ZIP
   central directory and again on the bytes actually produced;
 - expansion ratio of a ZIP member (declared) or of a gzip body (while streaming);
 - bytes of one conversation (its JSON, counted between conversations), since the parser holds a

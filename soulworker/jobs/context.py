@@ -17,14 +17,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from soulworker.jobs.errors import JobControl, ReleaseRequested
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.lease import DATABASE_ERRORS
-from soulworker.jobs.store import Connection, JobStore
+from soulworker.jobs.store import Connection
+from soulworker.jobs.store_interface import FencedTransaction, JobStoreInterface
 from soulworker.logs import get_logger
-from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
@@ -37,9 +35,9 @@ COMPLETED = "completed"
 class JobTransaction:
     """A fenced transaction of one job: the handler's own statements plus checkpoint writes."""
 
-    def __init__(self, context: JobContext, conn: Connection) -> None:
+    def __init__(self, context: JobContext, writes: FencedTransaction) -> None:
         self._context = context
-        self.conn = conn
+        self._writes = writes
         self.checkpointed = False
         # Merged into the context's copy only once the transaction has committed.
         self._pending_checkpoint: dict[str, Any] = {}
@@ -60,14 +58,8 @@ class JobTransaction:
         """
         if completed:
             checkpoint = {**(checkpoint or {}), COMPLETED: True}
-        await self._context.store.advance(
-            self._context.job.fence,
-            stage=stage,
-            percent=percent,
-            label=label,
-            checkpoint=checkpoint,
-            result=result,
-            conn=self.conn,
+        await self._writes.advance(
+            stage=stage, percent=percent, label=label, checkpoint=checkpoint, result=result
         )
         self.checkpointed = self.checkpointed or bool(checkpoint)
         self._pending_checkpoint.update(checkpoint or {})
@@ -77,17 +69,19 @@ class JobTransaction:
     def committed_checkpoint(self) -> dict[str, Any]:
         return self._pending_checkpoint
 
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for the handler's own SQL (see FencedTransaction)."""
+        return self._writes.conn
+
     async def put_artifact(self, name: str, content: Any) -> None:
         """Store personal working data for later stages (never in the job row itself)."""
-        await self.conn.execute(
-            query("put_job_artifact"),
-            {"job_id": self._context.job.id, "name": name, "content": Jsonb(content)},
-        )
+        await self._writes.put_artifact(name, content)
 
 
 class JobContext:
     def __init__(
-        self, job: ClaimedJob, store: JobStore, *, progress_interval_seconds: float
+        self, job: ClaimedJob, store: JobStoreInterface, *, progress_interval_seconds: float
     ) -> None:
         self.job = job
         self.store = store
@@ -143,8 +137,11 @@ class JobContext:
         result: dict[str, Any] | None = None,
         completed: bool = False,
     ) -> None:
-        """Merge ``patch`` into the checkpoint (and ``result``), then honour a soft stop
-        (unless ``completed``: a job whose work is done is not released)."""
+        """Merge ``patch`` into the checkpoint (and ``result``), then honour a stop.
+
+        Once a checkpoint has marked the work ``completed``, no stop is honoured here any more:
+        work that finished is not undone, so the handler goes on to return its result, which
+        is recorded as the success (as after :meth:`transaction`)."""
         if completed:
             patch = {**patch, COMPLETED: True}
         await self.store.advance(
@@ -157,7 +154,8 @@ class JobContext:
         )
         self.checkpoint.update(patch)
         self.note_written(stage, int(percent), label)
-        self.stop_if_requested()
+        if not self.checkpoint.get(COMPLETED):
+            self.stop_if_requested()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[JobTransaction]:
@@ -166,8 +164,8 @@ class JobContext:
         Use :meth:`JobTransaction.advance` inside it to commit a checkpoint atomically with the
         handler's own writes. After a commit that saved a checkpoint, a soft stop is honoured.
         """
-        async with self.store.fenced_transaction(self.job.fence) as conn:
-            tx = JobTransaction(self, conn)
+        async with self.store.fenced_transaction(self.job.fence) as writes:
+            tx = JobTransaction(self, writes)
             yield tx
         self.checkpoint.update(tx.committed_checkpoint)
         if tx.checkpointed and not self.checkpoint.get(COMPLETED):

@@ -23,3 +23,13 @@ class CancelRequested(JobControl):
 
 class ReleaseRequested(JobControl):
     """The worker is shutting down: the job reached a checkpoint and should be released."""
+
+
+class JobNotClaimable(Exception):
+    """A job named by id could not be claimed; ``reason`` says why (docs/queue.md, "One named
+    job"): it does not exist, another worker holds its lease, or it has already ended."""
+
+    def __init__(self, job_id: object, reason: str) -> None:
+        super().__init__(f"import job {job_id} cannot be claimed: {reason}")
+        self.job_id = job_id
+        self.reason = reason

@@ -23,7 +23,7 @@ import psycopg_pool
 
 from soulworker.jobs.errors import CancelRequested, JobControl, LeaseLost
 from soulworker.jobs.job import Fence
-from soulworker.jobs.store import JobStore
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.logs import get_logger
 
 log = get_logger(__name__)
@@ -39,7 +39,7 @@ DATABASE_ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout)
 
 
 async def keep_lease(
-    store: JobStore,
+    store: JobStoreInterface,
     fence: Fence,
     *,
     leased_at: float,
@@ -70,7 +70,7 @@ async def keep_lease(
 
 
 async def _renew_until_stopped(
-    store: JobStore,
+    store: JobStoreInterface,
     fence: Fence,
     *,
     leased_at: float,

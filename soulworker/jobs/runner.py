@@ -33,7 +33,7 @@ from soulworker.jobs.errors import CancelRequested, JobControl, LeaseLost, Relea
 from soulworker.jobs.handler import JobHandler
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.lease import DATABASE_ERRORS, keep_lease
-from soulworker.jobs.store import JobStore
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.logs import get_logger
 from soulworker.settings import Settings
 
@@ -73,7 +73,7 @@ class JobRun:
     """One attempt of one job in this process."""
 
     def __init__(
-        self, job: ClaimedJob, store: JobStore, handler: JobHandler, settings: Settings
+        self, job: ClaimedJob, store: JobStoreInterface, handler: JobHandler, settings: Settings
     ) -> None:
         self.job = job
         self.store = store

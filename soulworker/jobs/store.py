@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.sql_files import query
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -39,6 +41,26 @@ class JobStore:
             )
             row = await cur.fetchone()
         return ClaimedJob.from_row(row, owner, leased_at=sent) if row else None
+
+    async def claim_by_id(self, owner: str, job_id: UUID) -> ClaimedJob:
+        """Claim the job ``job_id`` and never another one (docs/queue.md, "One named job").
+
+        The same claim as :meth:`claim` (lease, attempt charge, returned row) for one row: a
+        queued job, whatever its ``run_after``, or a running one whose lease expired. Raises
+        :class:`~soulworker.jobs.errors.JobNotClaimable`, saying why, for any other.
+        """
+        async with self.pool.connection() as conn:
+            sent = time.monotonic()
+            cur = await conn.execute(
+                query("claim_job_by_id"),
+                {"owner": owner, "lease_seconds": self.lease_seconds, "job_id": job_id},
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return ClaimedJob.from_row(row, owner, leased_at=sent)
+            cur = await conn.execute(query("claim_state"), {"job_id": job_id})
+            state = await cur.fetchone()
+        raise JobNotClaimable(job_id, not_claimable_reason(state))
 
     async def mark_started(self, fence: Fence, label: str) -> None:
         await self._fenced(query("mark_job_started"), {**fence.params(), "label": label})
@@ -152,7 +174,7 @@ class JobStore:
         return [(row["name"], row["content"]) for row in rows]
 
     @asynccontextmanager
-    async def fenced_transaction(self, fence: Fence) -> AsyncIterator[Connection]:
+    async def fenced_transaction(self, fence: Fence) -> AsyncIterator[SqlFencedTransaction]:
         """A transaction that commits only while ``fence`` still holds.
 
         The job row is locked just before commit (not at the start: the transaction may be
@@ -160,7 +182,7 @@ class JobStore:
         the lease was lost, LeaseLost is raised and everything written inside rolls back.
         """
         async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+            yield SqlFencedTransaction(self, fence, conn)
             await self._fenced(query("lock_job_lease"), fence.params(), conn=conn)
 
     async def _fenced(
@@ -177,3 +199,58 @@ class JobStore:
             job, attempt = params["job_id"], params["attempt"]
             raise LeaseLost(f"job {job} attempt {attempt} is no longer ours")
         return row
+
+
+class SqlFencedTransaction:
+    """One job's writes on one connection, in :meth:`JobStore.fenced_transaction`."""
+
+    def __init__(self, store: JobStore, fence: Fence, conn: Connection) -> None:
+        self._store = store
+        self._fence = fence
+        self.conn = conn
+
+    async def advance(
+        self,
+        *,
+        stage: str | None,
+        percent: int,
+        label: str | None,
+        checkpoint: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> int:
+        return await self._store.advance(
+            self._fence,
+            stage=stage,
+            percent=percent,
+            label=label,
+            checkpoint=checkpoint,
+            result=result,
+            conn=self.conn,
+        )
+
+    async def put_artifact(self, name: str, content: Any) -> None:
+        await self.conn.execute(
+            query("put_job_artifact"),
+            {"job_id": self._fence.job_id, "name": name, "content": Jsonb(content)},
+        )
+
+
+def not_claimable_reason(state: DictRow | None) -> str:
+    """Why a job in ``state`` (``claim_state``'s row, None when missing) cannot be claimed."""
+    if state is None:
+        return "no import job has this id"
+    status = state["status"]
+    if status == "running":
+        until = state["lease_expires_at"]
+        return (
+            f"it is running, held by {state['lease_owner']} until "
+            f"{until:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+        )
+    if status in ("succeeded", "failed", "cancelled"):
+        return f"it has already ended ({status})"
+    # Claimable a moment ago and taken meanwhile, or a status this code does not know.
+    return f"it is {status} and was not claimable just now; try again"
+
+
+# The Postgres store is one the queue's logic can run on (mypy checks this line).
+_conforms: type[JobStoreInterface] = JobStore

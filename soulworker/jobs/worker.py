@@ -7,6 +7,11 @@ Two separate paths end the work, as in River:
 * **Cancel work** (when the shutdown budget is spent): handlers still running are cancelled and
   their jobs released, attempt not charged, so another worker resumes them from the checkpoint.
 
+:meth:`Worker.run_one` works one named job instead of the queue (``soulworker import``;
+docs/queue.md, "One named job"): it claims that job by id, runs it with the same
+:class:`JobRun`, and returns when it ends; it never claims anything else. Both stop paths hold
+there as well.
+
 Wake-ups come from the listener (NOTIFY), from a job finishing (a slot is free), and from a
 jittered poll, which is the source of truth. A database outage never crashes the loop: a failed
 claim is logged and retried with backoff until the database is back.
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from soulworker.jobs.errors import ReleaseRequested
@@ -25,7 +31,7 @@ from soulworker.jobs.handler import JobHandler
 from soulworker.jobs.lease import DATABASE_ERRORS
 from soulworker.jobs.listener import Listener
 from soulworker.jobs.runner import JobRun
-from soulworker.jobs.store import JobStore
+from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.logs import get_logger
 from soulworker.settings import Settings
 
@@ -55,7 +61,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        store: JobStore,
+        store: JobStoreInterface,
         handler: JobHandler,
         worker_id: str,
         *,
@@ -120,6 +126,28 @@ class Worker:
             log.info(
                 "worker stopped", claimed=self.stats.claimed, finished=self.stats.finished
             )
+
+    async def run_one(self, job_id: uuid.UUID) -> None:
+        """Claim the job ``job_id``, run it, and return once its outcome is recorded.
+
+        No claim loop, no listener, no maintenance: no other job is ever claimed. Raises
+        :class:`~soulworker.jobs.errors.JobNotClaimable` when the job cannot be claimed.
+        :meth:`request_stop` works as in :meth:`run`: the job is asked to release itself, and
+        cancelled and released once the shutdown budget is spent.
+        """
+        if self.stopping:
+            return
+        log.info("worker started for one job", worker=self.worker_id, job_id=str(job_id))
+        try:
+            job = await self.store.claim_by_id(self.worker_id, job_id)
+            self._start(JobRun(job, self.store, self.handler, self.settings))
+            while self._tasks and not self.stopping:
+                self._wake.clear()
+                # Woken when the job ends (_finished) or a stop is requested.
+                await self._sleep(self.settings.poll_seconds)
+        finally:
+            await self._shut_down()
+            log.info("worker stopped", claimed=self.stats.claimed, finished=self.stats.finished)
 
     async def _claim_loop(self, *, drain: bool) -> None:
         outage_delay = OUTAGE_BACKOFF_MIN_SECONDS

@@ -1,12 +1,12 @@
 """The async model client: one structured-output call, judged, retried, costed and logged.
 
-Built on the official SDK (``anthropic.AsyncAnthropic``, 2.12) with the SDK's retries off
+Built on the official SDK (``anthropic.AsyncAnthropic``, 2.17) with the SDK's retries off
 (``max_retries=0``); ``soulworker.llm.retry`` is the only retry layer.
 
 **How structured output is requested.** Every call sends
 ``output_config={"format": {"type": "json_schema", "schema": <wire schema>}}`` (structured
 outputs, generally available; ``output_config`` is a first-class ``messages.create`` parameter
-in SDK 2.12 and goes over the wire unchanged) and reads the JSON from the answer's text blocks.
+in SDK 2.x and goes over the wire unchanged) and reads the JSON from the answer's text blocks.
 A forced tool (``tool_choice={"type": "tool"}``) was the alternative; it was not chosen because:
 (1) forced tool choice is incompatible with extended/adaptive thinking, which
 ``claude-haiku-5-5`` uses by default, so the request would fail or thinking would have to be
@@ -39,6 +39,12 @@ from ``repr``; errors raised here are built from safe fields and never chained t
 exceptions (whose request carries the key in a header). Logs carry purpose, model, tokens,
 latency, attempt and outcome; never the prompt or the answer. Note that the SDK's own stdlib
 logger (``anthropic``) dumps whole request bodies at DEBUG: keep it at INFO or above.
+
+**Traces.** The SDK makes an OpenTelemetry span per request (with the tracer provider the
+process registers; none registered, nothing is recorded). Its spans carry the prompts and the
+answers when ``ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE=content`` is set, but only for a
+client given no ``open_telemetry`` option: ours is always given :data:`METADATA_ONLY_TRACES`, so
+no deployment setting can put conversation text into a trace (docs/dependencies.md).
 """
 
 from __future__ import annotations
@@ -92,6 +98,13 @@ COUNT_TOKENS_PURPOSE = "count_tokens"
 COMPLETE_STOP_REASON = "end_turn"
 
 _PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+METADATA_ONLY_TRACES: anthropic.OpenTelemetryOptions = {
+    "traces": {"enabled": True, "content_mode": "metadata_only"},
+}
+"""The SDK's ``open_telemetry`` option: spans with model, tokens, timings and status, never the
+content of a request or an answer. Given explicitly, it makes the SDK read none of the
+``ANTHROPIC_OPEN_TELEMETRY*`` environment variables."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ class _Shared:
             # Our retry policy is the only retry layer (see soulworker.llm.retry).
             max_retries=0,
             timeout=timeout,
+            open_telemetry=METADATA_ONLY_TRACES,
         )
         return cls(
             sdk=sdk, timeout=timeout, semaphore=asyncio.Semaphore(config.max_concurrent_calls)

@@ -1,10 +1,11 @@
 """``soulworker import PATH``: the whole pipeline on a local export, for one person.
 
 The import runs through the same job code as the daemon: a real ``import_jobs`` row is inserted,
-claimed and run by the real ``Worker``, ``JobRun`` and ``ImportPipeline``; the export is
-downloaded by the real download stage from a local stand-in for Supabase Storage
-(:mod:`.local_storage`), into an embedded PostgreSQL (:mod:`.embedded_postgres`) when
-``DATABASE_URL`` is not set. Everything here serves that one command. May import every room.
+claimed by id and run by the real ``Worker`` (``run_one``), ``JobRun`` and ``ImportPipeline``; the
+real download stage takes the export from the local file through the pipeline's export-source
+seam (``soulworker.pipeline.export_source``) instead of Supabase Storage. The rows go to an
+embedded PostgreSQL (:mod:`.embedded_postgres`) when ``DATABASE_URL`` is not set. Everything here
+serves that one command. May import every room.
 
 Modules:
 

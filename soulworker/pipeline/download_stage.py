@@ -1,10 +1,12 @@
-"""Stage 1, download (0–20 % by bytes): the export from Supabase Storage to a private temp file.
+"""Stage 1, download (0–20 % by bytes): the export from its source to a private temp file.
 
-The storage path is validated before any request (docs/contract.md). The file lives only as long as
-the attempt, so this stage keeps no checkpoint entry: it is done once its file is on hand in this
-attempt, or when no stage still to run reads it (``ImportRun.export_needed``, which the pipeline
-sets from the parse's own doneness). So a resumed job that has not finished the parse downloads
-again, and one that has skips both stages. Its result is committed with the parse's checkpoint
+The source is the job's (``run.export_source``, docs/pipeline.md "Export sources"): Supabase
+Storage for the daemon, which validates the storage path before any request (docs/contract.md),
+or a local file for ``soulworker import``. The file lives only as long as the attempt, so this
+stage keeps no checkpoint entry: it is done once its file is on hand in this attempt, or when no
+stage still to run reads it (``ImportRun.export_needed``, which the pipeline sets from the
+parse's own doneness). So a resumed job that has not finished the parse downloads again, and one
+that has skips both stages. Its result is committed with the parse's checkpoint
 (``ImportRun.carry``).
 """
 
@@ -14,12 +16,7 @@ import time
 
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.stages import DOWNLOAD
-from soulworker.storage.download import (
-    DEFAULT_RETRY_POLICY,
-    RetryPolicy,
-    download_export,
-)
-from soulworker.storage.path import parse_storage_path
+from soulworker.storage.download import DEFAULT_RETRY_POLICY, RetryPolicy
 
 
 class DownloadStage:
@@ -27,7 +24,7 @@ class DownloadStage:
     keeps: tuple[str, ...] = ()
 
     def __init__(self, retry: RetryPolicy = DEFAULT_RETRY_POLICY) -> None:
-        # The download's own retries (before the job-level retry); tests pass faster waits.
+        # The source's own retries (before the job-level retry); tests pass faster waits.
         self.retry = retry
 
     def is_done(self, run: ImportRun) -> bool:
@@ -35,30 +32,20 @@ class DownloadStage:
 
     async def run(self, run: ImportRun) -> None:
         started = time.monotonic()
-        settings = run.settings
-        job = run.ctx.job
         # Enter the stage first, so a refused path is recorded as a download failure in the
         # job's error history (not under no stage at all).
         progress = run.progress(DOWNLOAD)
         await progress.begin()
-        path = parse_storage_path(
-            job.storage_path,
-            user_id=job.user_id,
-            allowed_buckets=settings.storage_buckets,
-            require_user_folder=settings.require_user_folder,
-        )
 
         async def report(done: int, total: int | None) -> None:
             if total:
                 await progress.report(done / total)
 
-        download = await download_export(
-            run.storage,
-            path,
+        download = await run.export_source.fetch(
+            run.ctx.job,
             run.export_path,
-            max_bytes=settings.max_export_bytes,
+            settings=run.settings,
             progress=report,
-            client=run.http,
             retry=self.retry,
         )
         await progress.report(1.0)

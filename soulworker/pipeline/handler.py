@@ -20,6 +20,7 @@ from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.usage import UsageLedger
 from soulworker.logs import get_logger
 from soulworker.pipeline.download_stage import DownloadStage
+from soulworker.pipeline.export_source import ExportSourceFor, StorageExportSource
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.handoffs import UnreadableHandoff
@@ -39,12 +40,22 @@ MODEL_CALL_BUDGET_FACTOR = 3
 
 
 class ImportPipeline:
-    def __init__(self, settings: Settings, stages: list[Stage]) -> None:
+    """Runs ``stages`` for each job; ``export_source_for`` picks where each job's export comes
+    from (docs/pipeline.md, "Export sources"): Supabase Storage unless told otherwise, and then
+    SUPABASE_URL and SUPABASE_SERVICE_KEY are checked here, at start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stages: list[Stage],
+        *,
+        export_source_for: ExportSourceFor | None = None,
+    ) -> None:
         self.settings = settings
         self.stages = stages
         # Refuse to start rather than parse every export ten times slower.
         require_fast_json_backend()
-        self.storage = storage_config(settings)
+        storage = storage_config(settings) if export_source_for is None else None
         self.model = model_client(settings)
         self.workspace = WorkspaceRoot.open()
         cleanup = self.workspace.cleanup
@@ -56,6 +67,12 @@ class ImportPipeline:
                 bytes=cleanup.bytes_removed,
             )
         self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        if storage is not None:
+            storage_source = StorageExportSource(storage, self.http)
+            self.export_source_for: ExportSourceFor = lambda job: storage_source
+        else:
+            assert export_source_for is not None
+            self.export_source_for = export_source_for
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         if not self.settings.loop_stall_monitor:
@@ -76,9 +93,8 @@ class ImportPipeline:
             run = ImportRun(
                 ctx=ctx,
                 settings=self.settings,
-                http=self.http,
                 export_path=export_path,
-                storage=self.storage,
+                export_source=self.export_source_for(ctx.job),
                 ledger=ledger,
                 model=self.model.for_job(
                     ledger, max_concurrent_calls=self.settings.model_concurrency_per_job

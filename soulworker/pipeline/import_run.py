@@ -15,12 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from soulworker.jobs.context import JobContext
-from soulworker.jobs.store import Connection
+from soulworker.jobs.store import Connection, JobStore
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
+from soulworker.pipeline.export_source import ExportSource
 from soulworker.pipeline.handoffs import (
     PARSE_OUTPUT_ARTIFACT,
     QUICK_SECTIONS_ARTIFACT,
@@ -32,16 +31,14 @@ from soulworker.settings import Settings
 from soulworker.soulprint.cost import cost_summary
 from soulworker.soulprint.degraded import replace_stage
 from soulworker.sql_files import query
-from soulworker.storage.download import StorageConfig
 
 
 @dataclass
 class ImportRun:
     ctx: JobContext
     settings: Settings
-    http: httpx.AsyncClient
     export_path: Path
-    storage: StorageConfig
+    export_source: ExportSource  # where this job's export comes from (download stage)
     model: ModelClient | None = None
     ledger: UsageLedger = field(default_factory=UsageLedger)
     result: dict[str, Any] = field(default_factory=dict)
@@ -66,7 +63,12 @@ class ImportRun:
 
     def store_connection(self) -> AbstractAsyncContextManager[Connection]:
         """A pooled connection for reads that need no fence (chunk texts, plans)."""
-        return self.ctx.store.pool.connection()
+        store = self.ctx.store
+        if not isinstance(store, JobStore):
+            # The queue's logic runs on any store (docs/queue.md, "Two layers of tests"); the
+            # import runs SQL of its own, so it runs on Postgres only.
+            raise TypeError("the import pipeline runs on the Postgres job store")
+        return store.pool.connection()
 
     def usage_result(self) -> dict[str, Any]:
         """The model usage so far, as written to the job result with each checkpoint.

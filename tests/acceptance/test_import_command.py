@@ -1,21 +1,22 @@
 """``soulworker import PATH`` end to end, as a real subprocess, on the shipped sample export.
 
 The command runs the real worker, job runner and pipeline against a real PostgreSQL (the test
-database through DATABASE_URL, or the embedded one it starts itself), downloads the export from
-its own local Storage server, and, with a key, talks to the fake Messages API over loopback.
+database through DATABASE_URL, or the embedded one it starts itself), the download stage takes
+the export from the local file through the export-source seam, and, with a key, the command
+talks to the fake Messages API over loopback. On a shared database it works its own job alone:
+other jobs and a daemon running beside it are never touched (docs/queue.md, "One named job").
 Output is captured, so it is never a terminal: the plain progress lines are what is checked.
 """
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import importlib.util
 import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,16 +36,14 @@ from soulworker.local.embedded_postgres import (
     PostgresUnavailable,
     find_postgres_binaries,
 )
-from soulworker.local.local_storage import LocalStorageServer, new_service_key
 from soulworker.local.progress import JobSnapshot, PlainProgress, RichProgress
 from soulworker.local.results import ALL_FILES, JobOutcome, summary_lines
-from soulworker.local.run import LOCAL_JOB_PRIORITY, LOCAL_MAX_ATTEMPTS
+from soulworker.local.run import INTERRUPTED_EXIT_CODE, LOCAL_MAX_ATTEMPTS
 from soulworker.settings import Settings
 from soulworker.soulprint.cost_estimate import estimate_model_cost
 from soulworker.soulprint.memory import HEADINGS, MEMORY_TITLE
 from soulworker.soulprint.sections import SECTION_FILES, SECTION_TITLES, section_markdown
-from soulworker.storage.path import StoragePath
-from tests.acceptance.workers import REPO_ROOT, query
+from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
 from tests.fakes.export_generator import write_export
 from tests.fakes.messages_api import FakeMessagesAPI
 
@@ -69,18 +68,22 @@ def short_tmpdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def run_import(
-    *args: str, cwd: Path, tmpdir: Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def import_env(tmpdir: Path, env: Mapping[str, str] | None) -> dict[str, str]:
     base = {
         key: value
         for key, value in os.environ.items()
         if key not in SCRUBBED and not key.startswith("SOULWORKER_")
     }
+    return {**base, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmpdir), **(env or {})}
+
+
+def run_import(
+    *args: str, cwd: Path, tmpdir: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "soulworker", "import", *args],
         cwd=cwd,
-        env={**base, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(tmpdir), **(env or {})},
+        env=import_env(tmpdir, env),
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_SECONDS,
@@ -169,7 +172,8 @@ def test_with_a_model_key_the_six_files_are_readable_markdown_of_the_profile(
 
     job = the_job(database_url)
     assert job["status"] == "succeeded"
-    assert (job["priority"], job["max_attempts"]) == (LOCAL_JOB_PRIORITY, LOCAL_MAX_ATTEMPTS)
+    assert job["max_attempts"] == LOCAL_MAX_ATTEMPTS
+    assert job["run_after"].year == 9999, "set aside: no daemon's claim ever takes it"
     assert job["storage_path"] == f"imports/{job['user_id']}/sample-export.zip"
     profile = the_profile(database_url, job["user_id"])
     assert profile["import_status"] == "complete"
@@ -326,25 +330,110 @@ def test_keep_db_leaves_the_stopped_database_and_says_where(
 # --- refusals and errors
 
 
+def jobs_of(database_url: str, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return query(database_url, "select * from import_jobs where user_id = %s", user_id)
+
+
 @pytest.mark.db
-def test_a_database_with_other_jobs_is_refused_and_their_jobs_untouched(
+def test_a_database_with_another_queued_job_works_its_own_job_and_leaves_the_other_alone(
     database_url: str, tmp_path: Path, short_tmpdir: Path
 ) -> None:
     other_user = uuid.uuid4()
     query(
         database_url,
-        "insert into import_jobs (user_id, storage_path) values (%s, %s)",
+        "insert into import_jobs (user_id, storage_path, priority) values (%s, %s, %s)",
         other_user,
         f"imports/{other_user}/export.zip",
+        2**31 - 1,  # the highest priority: first in any claim but a named one
     )
+    [before] = jobs_of(database_url, other_user)
     completed = run_import(
         str(SAMPLE), cwd=tmp_path, tmpdir=short_tmpdir, env={"DATABASE_URL": database_url}
     )
-    assert completed.returncode == 1
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "1 queued or running import job" in lines[0], completed.stderr
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    [after] = jobs_of(database_url, other_user)
+    assert after == before, "the other job is untouched: not claimed, not released, not updated"
+    assert (after["status"], after["attempt"], after["lease_owner"]) == ("queued", 0, None)
+    [mine] = query(database_url, "select * from import_jobs where user_id <> %s", other_user)
+    assert (mine["status"], mine["attempt"]) == ("succeeded", 1)
+
+
+@pytest.mark.db
+def test_a_daemon_running_beside_it_never_claims_the_imports_job(
+    database_url: str, tmp_path: Path, short_tmpdir: Path
+) -> None:
+    # A daemon that polls often and listens for NOTIFY, with a queued job of its own.
+    daemon_user = uuid.uuid4()
+    with WorkerProcess(
+        database_url, env={"SOULWORKER_POLL_SECONDS": "0.1", "SOULWORKER_CONCURRENCY": "2"}
+    ) as daemon:
+        daemon.wait_for_event("worker started")
+        completed = run_import(
+            str(SAMPLE), cwd=tmp_path, tmpdir=short_tmpdir, env={"DATABASE_URL": database_url}
+        )
+        query(
+            database_url,
+            "insert into import_jobs (user_id, storage_path) values (%s, %s)",
+            daemon_user,
+            f"imports/{daemon_user}/ok",
+        )
+        daemon.wait_for_event("job attempt ended")  # the daemon was alive all along
+        claimed = daemon.wait_for_event("job claimed")
+        assert daemon.process is not None and daemon.process.poll() is None
+        events = daemon.events()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    [mine] = query(database_url, "select * from import_jobs where user_id <> %s", daemon_user)
+    assert (mine["status"], mine["attempt"]) == ("succeeded", 1)
+    claimed_id = uuid.UUID(claimed["job_id"])
+    assert claimed_id != mine["id"]
+    claims = [event["job_id"] for event in events if event.get("event") == "job claimed"]
+    assert str(mine["id"]) not in claims, "the daemon never claimed the import's job"
+    ran = query(database_url, "select distinct job_id from test_handler_runs")
+    assert [row["job_id"] for row in ran] == [claimed_id], "its handler ran only its own job"
+
+
+@pytest.mark.db
+def test_ctrl_c_stops_releases_then_cancels_the_job_and_exits_130(
+    database_url: str, tmp_path: Path, short_tmpdir: Path
+) -> None:
+    # Every model call takes longer than the local shutdown budget (3 s): Ctrl-C during the
+    # quick pass takes the cancel-work path, then the command cancels the released job.
+    with FakeMessagesAPI(latency_seconds=10) as api:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "soulworker", "import", str(SAMPLE)],
+            cwd=tmp_path,
+            env=import_env(
+                short_tmpdir,
+                {
+                    "DATABASE_URL": database_url,
+                    "ANTHROPIC_API_KEY": TEST_KEY,
+                    "ANTHROPIC_BASE_URL": api.base_url,
+                },
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(
+                lambda: query(database_url, "select 1 from import_jobs where stage = 'quick_pass'"),
+                timeout=COMMAND_TIMEOUT_SECONDS,
+                what="the quick pass to start",
+            )
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    assert "Interrupted: stopping the import" in stderr
+    assert "Imported" not in stdout
     job = the_job(database_url)
-    assert (job["user_id"], job["status"], job["attempt"]) == (other_user, "queued", 0)
+    assert (job["status"], job["attempt"], job["lease_owner"]) == ("cancelled", 0, None)
+    assert job["run_after"].year == 9999, "released, it stayed set aside until cancelled"
 
 
 def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path, short_tmpdir: Path) -> None:
@@ -387,51 +476,6 @@ def test_an_unreadable_export_fails_with_the_jobs_message(
 
 
 # --- the pieces, in process
-
-
-def test_the_local_storage_server_speaks_supabase_for_one_object_and_one_key(
-    tmp_path: Path,
-) -> None:
-    body = bytes(range(256)) * 40
-    export = tmp_path / "export.zip"
-    export.write_bytes(body)
-    user = uuid.uuid4()
-    path = StoragePath("imports", f"{user}/export.zip")
-    key = new_service_key()
-    with LocalStorageServer(export, path, key) as server:
-        host, port = server.url.removeprefix("http://").split(":")
-
-        def get(url_path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-            conn = http.client.HTTPConnection(host, int(port), timeout=5)
-            conn.request("GET", url_path, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            conn.close()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-
-        status, headers, data = get(path.url_path(), {"apikey": key})
-        assert (status, data) == (200, body)
-        etag = headers["etag"]
-        assert email.utils.parsedate_to_datetime(headers["last-modified"])
-
-        status, headers, data = get(
-            path.url_path(), {"apikey": key, "Range": "bytes=1000-", "If-Range": etag}
-        )
-        assert (status, data) == (206, body[1000:])
-        assert headers["content-range"] == f"bytes 1000-{len(body) - 1}/{len(body)}"
-
-        status, _, data = get(
-            path.url_path(), {"apikey": key, "Range": "bytes=1000-", "If-Range": '"stale"'}
-        )
-        assert (status, data) == (200, body), "a changed object is sent whole"
-
-        status, _, data = get(path.url_path(), {"apikey": new_service_key()})
-        assert status == 400 and json.loads(data)["statusCode"] == "403"
-
-        other = StoragePath("imports", f"{uuid.uuid4()}/export.zip")
-        status, _, data = get(other.url_path(), {"apikey": key})
-        assert status == 400 and json.loads(data)["statusCode"] == "404"
-    assert host == "127.0.0.1"
 
 
 def fake_postgres(folder: Path, version: str, *, initdb_exit: int = 0) -> Path:

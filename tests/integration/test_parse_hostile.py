@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg.rows import DictRow
@@ -27,18 +26,16 @@ from soulworker.export.errors import ExportError
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
+from soulworker.pipeline.export_source import LocalFileExportSource
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import MAX_CONTENT_TYPES
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
-from soulworker.storage.download import StorageConfig
 from tests.fakes.hostile_exports import tiny_conversation, write_tiny_conversations
-from tests.fakes.storage_server import FAKE_SERVICE_JWT
 
 pytestmark = pytest.mark.db
 
 Conn = psycopg.AsyncConnection[DictRow]
-UNUSED_STORAGE = StorageConfig("http://127.0.0.1:9", FAKE_SERVICE_JWT)
 
 
 @asynccontextmanager
@@ -73,19 +70,15 @@ def import_run(store: JobStore, settings: Settings, job: ClaimedJob, export: Pat
     return ImportRun(
         ctx=JobContext(job, store, progress_interval_seconds=0),
         settings=settings,
-        http=httpx.AsyncClient(),
         export_path=export,
-        storage=UNUSED_STORAGE,
+        export_source=LocalFileExportSource(export),  # unused: the parse reads export_path
         result=dict(job.result),
     )
 
 
 async def parse(store: JobStore, settings: Settings, job: ClaimedJob, export: Path) -> ImportRun:
     run = import_run(store, settings, job, export)
-    try:
-        await ParseStage().run(run)
-    finally:
-        await run.http.aclose()
+    await ParseStage().run(run)
     return run
 
 
@@ -264,7 +257,6 @@ async def test_a_cancelled_parse_stops_its_thread_and_writes_nothing(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await run.http.aclose()
     parse_threads[0].join(timeout=5)
     assert not parse_threads[0].is_alive()
     assert await chunk_rows(conn, job.id) == []

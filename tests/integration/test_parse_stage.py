@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg.rows import DictRow
@@ -25,11 +24,11 @@ from soulworker.export.errors import EmptyExport, ExportError
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
+from soulworker.pipeline.export_source import LocalFileExportSource
 from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
-from soulworker.storage.download import StorageConfig
 from tests.fakes.export_generator import (
     ConversationFacts,
     DuplicateKind,
@@ -38,16 +37,12 @@ from tests.fakes.export_generator import (
     GeneratorConfig,
     write_export,
 )
-from tests.fakes.storage_server import FAKE_SERVICE_JWT
 
 pytestmark = pytest.mark.db
 
 Conn = psycopg.AsyncConnection[DictRow]
 TAG = re.compile(r"\(#\d+\.\d+\)")
 """The generator ends every dialogue text with a unique tag such as ``(#12.3)``."""
-
-# A storage configuration the parse stage never uses (it reads the file already downloaded).
-UNUSED_STORAGE = StorageConfig("http://127.0.0.1:9", FAKE_SERVICE_JWT)
 
 
 @pytest.fixture
@@ -77,16 +72,14 @@ async def parse(store: JobStore, settings: Settings, job: ClaimedJob, export: Pa
     ctx = JobContext(job, store, progress_interval_seconds=0)
     attempt_copy = export.with_name(f"{export.name}.{job.id}.download")
     shutil.copyfile(export, attempt_copy)
-    async with httpx.AsyncClient() as http:
-        run = ImportRun(
-            ctx=ctx,
-            settings=settings,
-            http=http,
-            export_path=attempt_copy,
-            storage=UNUSED_STORAGE,
-            result=dict(job.result),
-        )
-        await ParseStage().run(run)
+    run = ImportRun(
+        ctx=ctx,
+        settings=settings,
+        export_path=attempt_copy,
+        export_source=LocalFileExportSource(export),  # unused: the parse reads export_path
+        result=dict(job.result),
+    )
+    await ParseStage().run(run)
     return run
 
 

@@ -14,7 +14,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
-from soulworker.jobs.errors import LeaseLost
+from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
 from soulworker.settings import Settings
@@ -126,8 +126,8 @@ async def test_fenced_transaction_rolls_back_when_the_lease_is_lost(
     job = await claim(store)
     await conn.execute("create table scratch (n integer)")
     with pytest.raises(LeaseLost):
-        async with store.fenced_transaction(job.fence) as tx_conn:
-            await tx_conn.execute("insert into scratch values (1)")
+        async with store.fenced_transaction(job.fence) as tx:
+            await tx.conn.execute("insert into scratch values (1)")
             await conn.execute(
                 "update import_jobs set lease_owner = 'thief', attempt = attempt + 1 where id = %s",
                 (job_id,),
@@ -185,7 +185,7 @@ async def test_success_finishes_the_job_and_the_profile(conn: Conn, store: JobSt
     job = await claim(store)
     await store.mark_started(job.fence, "Starting")
     async with store.fenced_transaction(job.fence) as tx:
-        await tx.execute(
+        await tx.conn.execute(
             "insert into import_job_artifacts (job_id, name, content) values (%s, 'sample', '{}')",
             (job_id,),
         )
@@ -473,3 +473,90 @@ async def test_working_data_is_pruned_once_no_retry_can_use_it(conn: Conn, store
     later = await claim(store)
     await store.succeed(later.fence, {})
     assert await artifacts(earlier) == 0
+
+
+# --- one named job (docs/queue.md, "One named job")
+
+SET_ASIDE = "9999-01-01 00:00:00+00"
+"""soulworker import's run_after: a job no claim_job ever takes."""
+
+
+async def test_a_named_job_is_claimed_alone_whatever_its_run_after(
+    conn: Conn, store: JobStore
+) -> None:
+    other = await insert_job(conn, priority=5)
+    aside = await insert_job(conn, run_after=SET_ASIDE)
+    other_before = await job_row(conn, other)
+
+    job = await store.claim_by_id("named", aside)
+    row = await job_row(conn, aside)
+    assert job.id == aside and job.attempt == row["attempt"] == 1
+    assert job.fence.owner == row["lease_owner"] == "named"
+    assert row["status"] == "running"
+    assert row["lease_expires_at"] > row["heartbeat_at"]
+    assert row["started_at"] is not None
+    assert await job_row(conn, other) == other_before, "the other job is untouched"
+
+    assert (await claim(store, "daemon")).id == other
+    assert await store.claim("daemon") is None, "the named job is never claimed again"
+
+
+async def test_a_set_aside_job_is_never_claimed_by_the_queue(conn: Conn, store: JobStore) -> None:
+    await insert_job(conn, run_after=SET_ASIDE, priority=2**31 - 1)
+    assert await store.claim("daemon") is None
+
+
+async def test_a_named_job_with_an_expired_lease_is_rescued_like_any_claim(
+    conn: Conn, store: JobStore
+) -> None:
+    job_id = await insert_job(conn, run_after=SET_ASIDE)
+    first = await store.claim_by_id("dead", job_id)
+    with pytest.raises(JobNotClaimable, match="it is running, held by dead until"):
+        await store.claim_by_id("w2", job_id)
+    await conn.execute(
+        "update import_jobs set lease_expires_at = now() - interval '1 second' where id = %s",
+        (job_id,),
+    )
+    second = await store.claim_by_id("w2", job_id)
+    assert (second.id, second.attempt) == (job_id, 2)
+    with pytest.raises(LeaseLost):
+        await store.heartbeat(first.fence)
+
+
+async def test_a_named_job_that_is_not_claimable_says_why_and_is_left_alone(
+    conn: Conn, store: JobStore
+) -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(JobNotClaimable) as caught:
+        await store.claim_by_id("w1", missing)
+    assert str(caught.value) == f"import job {missing} cannot be claimed: no import job has this id"
+
+    running = await insert_job(conn)
+    await claim(store, "holder")
+    with pytest.raises(JobNotClaimable, match=r"it is running, held by holder until \d{4}-"):
+        await store.claim_by_id("w1", running)
+    row = await job_row(conn, running)
+    assert (row["attempt"], row["lease_owner"]) == (1, "holder")
+
+    succeeded = await insert_job(conn)
+    await store.succeed((await claim(store)).fence, {})
+    with pytest.raises(JobNotClaimable, match=r"it has already ended \(succeeded\)"):
+        await store.claim_by_id("w1", succeeded)
+
+    cancelled = await insert_job(conn)
+    await conn.execute("select cancel_import_job(%s)", (cancelled,))
+    with pytest.raises(JobNotClaimable, match=r"it has already ended \(cancelled\)"):
+        await store.claim_by_id("w1", cancelled)
+    row = await job_row(conn, cancelled)
+    assert (row["status"], row["attempt"]) == ("cancelled", 0)
+
+
+async def test_a_released_named_job_stays_set_aside(conn: Conn, store: JobStore) -> None:
+    job_id = await insert_job(conn, run_after=SET_ASIDE)
+    job = await store.claim_by_id("named", job_id)
+    await store.release(job.fence)
+    row = await job_row(conn, job_id)
+    assert (row["status"], row["attempt"], row["lease_owner"]) == ("queued", 0, None)
+    assert row["run_after"].year == 9999, "a release keeps a later run_after"
+    assert await store.claim("daemon") is None
+    assert (await store.claim_by_id("named", job_id)).attempt == 1

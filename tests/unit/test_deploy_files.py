@@ -8,10 +8,12 @@ for the builder's filesystem, and the build context filtered through ``.dockerig
 the installed copy is exercised: ``soulworker --version``, ``soulworker settings --markdown``,
 its packaged SQL files, and ``soulworker migrate`` against a real database.
 
-The trade-off, for speed (a few seconds instead of a minute) and to work offline: one RUN
-is changed. The Dockerfile installs the wheel *with* its dependencies from the package index
-(``--only-binary=:all:``); here the same command gets ``--no-deps --no-index`` and the new
-environment sees the test suite's own site-packages through a ``.pth`` file. So this proves
+The trade-off, for speed (a few seconds instead of a minute) and to work offline: the installs
+are changed. The Dockerfile installs the locked dependencies (``requirements/runtime.txt``, with
+hashes, ``--only-binary=:all:``) from the package index, then the wheel with ``--no-deps``; here
+the lock is not installed but checked to pin exactly the versions the suite runs with, the wheel's
+install gets ``--no-deps --no-index``, and the new environment sees the test suite's own
+site-packages through a ``.pth`` file. So this proves
 that the wheel builds from exactly the files the Dockerfile copies (nothing missing from
 ``COPY`` or excluded by ``.dockerignore``), that it installs, that its entry point and its SQL
 files work from an installed copy rather than the checkout, and that its declared dependency
@@ -350,6 +352,35 @@ def is_dependency_install(command: str) -> bool:
     return bool(re.search(r"\bpip\b.*\binstall\b", command))
 
 
+LOCKED_INSTALL = re.compile(r"\s-r\s+(\S+)")
+LOCK_PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def assert_lock_pins_the_tested_versions(lock: Path) -> None:
+    """Every pin of ``lock`` that applies here is the version this test suite runs with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.markers import Marker
+
+    pins = 0
+    lines = lock.read_text().splitlines()
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        match = LOCK_PIN.match(line)
+        if match is None:
+            continue
+        name, pinned, marker = match.groups()
+        assert following.strip().startswith("--hash=sha256:"), f"{name} has no hash"
+        if marker and not Marker(marker).evaluate():
+            continue
+        try:
+            tested = version(name)
+        except PackageNotFoundError:
+            tested = None
+        assert tested == pinned, f"{lock.name} pins {name}=={pinned}; the tests run {tested}"
+        pins += 1
+    assert pins, f"no pins read from {lock}"
+
+
 @pytest.fixture(scope="module")
 def installed(dockerfile: Dockerfile, tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """Run the builder stage's COPY and RUN instructions (see the module docstring)."""
@@ -385,6 +416,11 @@ def installed(dockerfile: Dockerfile, tmp_path_factory: pytest.TempPathFactory) 
                     shutil.copy2(origin, target / origin.name)
         elif instruction.keyword == "RUN":
             command = in_root(root, instruction.args)
+            locked = LOCKED_INSTALL.search(command) if is_dependency_install(command) else None
+            if locked is not None:
+                assert "--require-hashes" in command, "the lock is installed with its hashes"
+                assert_lock_pins_the_tested_versions(workdir / locked.group(1))
+                continue
             if is_dependency_install(command):
                 command = re.sub(r"\binstall\b", "install --no-deps --no-index", command, count=1)
             completed = subprocess.run(

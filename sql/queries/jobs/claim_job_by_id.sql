@@ -1,0 +1,19 @@
+-- Claim one named job (soulworker import, docs/queue.md "One named job"): the claim_job update
+-- for that id alone. It takes the job if it is queued, whatever its run_after (naming a job
+-- means "now": soulworker import sets its own job's run_after to the year 9999 so that no
+-- other worker's claim_job ever picks it), or running with an expired lease (a rescue, as in
+-- claim_job). Same lease, same attempt charge, same columns returned. No row: the job is
+-- missing or not claimable, and claim_state says why. Not SKIP LOCKED: a concurrent claim of
+-- the same row is waited for, and then this one sees that it is running.
+update import_jobs as job
+set status = 'running',
+    attempt = job.attempt + 1,
+    lease_owner = %(owner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    heartbeat_at = now(),
+    started_at = coalesce(job.started_at, now())
+where job.id = %(job_id)s
+  and (job.status = 'queued' or (job.status = 'running' and job.lease_expires_at < now()))
+returning job.id, job.user_id, job.storage_path, job.file_type, job.stage,
+          job.progress_percent, job.attempt, job.max_attempts, job.priority,
+          job.cancel_requested_at, job.created_at, job.checkpoint, job.result
