@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 
 from soulworker.export.reader import require_fast_json_backend
 from soulworker.jobs.context import JobContext
@@ -66,7 +66,7 @@ class ImportPipeline:
                 files=cleanup.files_removed,
                 bytes=cleanup.bytes_removed,
             )
-        self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        self.http = httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
         if storage is not None:
             storage_source = StorageExportSource(storage, self.http)
             self.export_source_for: ExportSourceFor = lambda job: storage_source
