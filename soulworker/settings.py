@@ -307,6 +307,12 @@ class Settings:
         "auto means port 6543, Supabase's transaction port.",
         _choice("auto", "true", "false"),
     )
+    queue_stats_seconds: float = _knob(
+        "SOULWORKER_QUEUE_STATS_SECONDS", 60.0,
+        "How often one worker logs the queue_stats event for alerting (0: never). Shorter "
+        "notices a stuck queue sooner; each report is one pass over import_jobs and a log line.",
+        _seconds(0), default_text="60",
+    )
     statement_timeout_seconds: float = _knob(
         "SOULWORKER_STATEMENT_TIMEOUT_SECONDS", 120.0,
         "Longest any one statement may run; a hung statement is cut off instead of hanging a "
