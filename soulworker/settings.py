@@ -264,7 +264,8 @@ class Settings:
     shutdown_seconds: float = _knob(
         "SOULWORKER_SHUTDOWN_SECONDS", 25.0,
         "Budget after SIGTERM for running jobs to reach a checkpoint before they are released; "
-        "under Render's 30 s so the release is written before SIGKILL.",
+        "plus 4 s it must stay under the platform's SIGKILL delay (30 s by default). "
+        "render.yaml sets 290 under Render's 300 s so model calls in flight can finish.",
         _seconds(0), default_text="25",
     )
     job_timeout_seconds: float = _knob(

@@ -137,14 +137,17 @@ async def _watch(conn: Connection, params: dict[str, Any], seconds: float) -> No
 
 
 def _stats_lines(stats: dict[str, Any]) -> str:
-    def age(seconds: float) -> str:
-        return format_age(timedelta(seconds=seconds))
+    def age(seconds: float, *, when: int) -> str:
+        """The age, or "-" when there is nothing to measure (the event says 0 then)."""
+        return format_age(timedelta(seconds=seconds)) if when else "-"
 
+    oldest = age(stats["oldest_queued_seconds"], when=stats["queued_due"])
+    silence = age(stats["max_heartbeat_age_seconds"], when=stats["running"])
     return (
         f"queued {stats['queued']} (due {stats['queued_due']}, set aside "
-        f"{stats['set_aside']}; oldest due waiting {age(stats['oldest_queued_seconds'])})\n"
+        f"{stats['set_aside']}; oldest due waiting {oldest})\n"
         f"running {stats['running']} ({stats['stale_running']} past their lease; longest "
-        f"heartbeat silence {age(stats['max_heartbeat_age_seconds'])})\n"
+        f"heartbeat silence {silence})\n"
         f"failed in the last hour {stats['failed_last_hour']}; all time: succeeded "
         f"{stats['succeeded']}, failed {stats['failed']}, cancelled {stats['cancelled']}"
     )
