@@ -69,15 +69,21 @@ class QueueStatsReporter:
 
     async def report_once(self) -> bool:
         """Log one ``queue_stats`` event if this worker is the reporter; say whether it did."""
-        try:
-            conn = await self._reporting_connection()
-            if conn is None:
-                return False
-            stats = await read_queue_stats(conn)
-        except (*DATABASE_ERRORS, OSError, TimeoutError) as exc:
-            log.warning("queue stats unavailable", error=type(exc).__name__)
-            await self._drop_connection()
-            return False
+        # A kept connection may have been closed while idle (a pooler's idle timeout, a server
+        # restart): that is worth one fresh try before saying the stats are unavailable.
+        tries = 2 if self._conn is not None else 1
+        for tried in range(1, tries + 1):
+            try:
+                conn = await self._reporting_connection()
+                if conn is None:
+                    return False
+                stats = await read_queue_stats(conn)
+                break
+            except (*DATABASE_ERRORS, OSError, TimeoutError) as exc:
+                await self._drop_connection()
+                if tried == tries:
+                    log.warning("queue stats unavailable", error=type(exc).__name__)
+                    return False
         self.reports += 1
         log.info(EVENT, worker=self.worker_id, **stats)
         return True
@@ -100,6 +106,10 @@ class QueueStatsReporter:
             log.info("this worker reports queue_stats", worker=self.worker_id)
         self._conn = conn
         return conn
+
+    async def aclose(self) -> None:
+        """Give up the reporter's connection, and with it the lock (``run`` does it on exit)."""
+        await self._drop_connection()
 
     async def _drop_connection(self) -> None:
         """Close the connection; the server releases the lock with it."""

@@ -197,3 +197,21 @@ async def test_a_failing_stats_query_is_logged_and_the_worker_goes_on(
     assert "queue stats unavailable" in events
     assert EVENT not in events
     assert events[-1] == "worker stopped", "the worker ran on and stopped when asked"
+
+
+async def test_a_reporter_whose_connection_was_closed_reconnects_without_a_warning(
+    settings: Settings, conn: Conn
+) -> None:
+    reporter = QueueStatsReporter(settings, "w-kept", elect=True)
+    try:
+        assert await reporter.report_once()
+        await conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+            (reporter.application_name,),
+        )
+        with captured_logs() as logs:
+            assert await reporter.report_once(), "a fresh connection, the lock taken again"
+        assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == []
+        assert reporter.reports == 2
+    finally:
+        await reporter.aclose()
