@@ -56,7 +56,7 @@ GATEWAY_INVALID_KEY = "invalid api key"
 """What the API gateway's 401 says, in any case, when it does not know the key."""
 
 _SAFE_CODE_RE = re.compile(r"[A-Za-z0-9_. -]{1,64}")
-_STATUS_RE = re.compile(r"[0-9]{3}")
+_STATUS_RE = re.compile(r"[1-9][0-9]{2}")  # an HTTP status: 100 to 999, never "000" or "099"
 
 
 class AnswerReason(enum.StrEnum):
@@ -118,8 +118,9 @@ class StorageAnswer:
         raw_status = parsed.get("statusCode")
         storage_status = None
         if isinstance(raw_status, str | int) and not isinstance(raw_status, bool):
-            # Three ASCII digits only: "²".isdigit() is true and int() refuses it, and int()
-            # refuses a string of thousands of digits; either would crash the reader.
+            # Three ASCII digits, the first not 0: "²".isdigit() is true and int() refuses it,
+            # int() refuses a string of thousands of digits (either would crash the reader), and
+            # "000" is no status at all.
             digits = str(raw_status).strip()
             storage_status = int(digits) if _STATUS_RE.fullmatch(digits) else None
         message = parsed.get("message")

@@ -90,6 +90,8 @@ def test_the_description_names_the_status_in_the_body_and_the_codes() -> None:
     [
         "²",  # str.isdigit() says yes, int() says no: it crashed the reader before
         "9" * 5000,  # over int()'s digit limit: it crashed the reader before
+        "000",  # three digits but no status: it read as status 0 before
+        "099",
         "４０４",  # full-width digits
         "40 4",
         "-404",
