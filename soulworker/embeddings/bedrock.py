@@ -26,11 +26,13 @@ from soulworker.embeddings.embedder import (
     EmbedderConfig,
     HttpEmbedder,
     is_dimension_complaint,
+    is_too_long_complaint,
 )
 from soulworker.embeddings.errors import (
     EmbeddingConfigError,
     EmbeddingDimensionRefused,
     EmbeddingError,
+    EmbeddingInputTooLong,
     EmbeddingRequestRejected,
     EmbeddingThrottled,
     EmbeddingUnavailable,
@@ -212,6 +214,13 @@ class BedrockEmbedder(HttpEmbedder):
                 operator_line=f"{where} does not know {self.model} in {self.auth.region}: check "
                 f"SOULWORKER_EMBED_MODEL (default {DEFAULT_MODEL}) and AWS_REGION",
                 code="embedding_model_not_found",
+                **details,
+            )
+        if status == 413 or is_too_long_complaint(message):
+            return EmbeddingInputTooLong(
+                "A text was too long for the embedding model.",
+                operator_line=f"{where}: an input is over the token limit of {self.model} even "
+                "when cut short; report this with the job id",
                 **details,
             )
         if is_dimension_complaint(message):

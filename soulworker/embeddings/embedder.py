@@ -19,6 +19,7 @@ import httpx
 
 from soulworker.embeddings.errors import (
     EmbeddingDimensionRefused,
+    EmbeddingInputTooLong,
     EmbeddingThrottled,
     EmbeddingUnavailable,
 )
@@ -32,6 +33,10 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 
 READ_TIMEOUT_SECONDS = 60.0
 """A batch of 96 chunks takes a few seconds; a minute means the request is lost."""
+
+MIN_CUT_CHARS = 64
+"""A text this short that is still "too long" is not cut further: the refusal means something
+else, and the error is raised."""
 
 
 class Embedder(Protocol):
@@ -120,18 +125,33 @@ class HttpEmbedder:
             raise ValueError("blank texts cannot be embedded; skip them before calling embed")
         budget = self.input_limit.char_budget
         prepared: list[str] = []
+        already_cut: set[str] = set()
         for text in texts:
             cut_text, was_cut = cut_to_budget(text, budget)
             prepared.append(cut_text)
-            self.usage.cut_texts += int(was_cut)
-        tasks = [asyncio.ensure_future(self._request(batch)) for batch in self._batches(prepared)]
+            if was_cut:
+                self.usage.cut_texts += 1
+                already_cut.add(cut_text)
+        batches = self._batches(prepared)
+        answers: list[list[Vector]] = [[] for _ in batches]
+        pending = iter(enumerate(batches))
+
+        async def work() -> None:
+            # Workers share one iterator (no await between taking and starting a batch), so
+            # only ``limit`` tasks per call wait on the limiter, however many texts there are.
+            for index, batch in pending:
+                answers[index] = await self._request(batch, already_cut)
+
+        workers = [
+            asyncio.ensure_future(work()) for _ in range(min(self.limiter.limit, len(batches)))
+        ]
         try:
-            answers = await asyncio.gather(*tasks)
+            await asyncio.gather(*workers)
         except BaseException:
             # One request failed for good: the others' vectors are of no use, stop them.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             raise
         return [vector for answer in answers for vector in answer]
 
@@ -154,7 +174,29 @@ class HttpEmbedder:
         what it gave, when it answered at all); its operator line says what to change."""
         raise NotImplementedError
 
-    async def _request(self, texts: list[str]) -> list[Vector]:
+    async def _request(self, texts: list[str], already_cut: set[str]) -> list[Vector]:
+        """``_request_once``, and when the provider says an input is too long for it (dense
+        text can pass the character budget and still exceed the token limit): a batch is sent
+        again text by text (which text it was is not said), a single text cut in half (and
+        counted once, however often it is cut) until it fits."""
+        try:
+            return await self._request_once(texts)
+        except EmbeddingInputTooLong:
+            if len(texts) > 1:
+                vectors: list[Vector] = []
+                for text in texts:
+                    vectors.extend(await self._request([text], already_cut))
+                return vectors
+            (text,) = texts
+            if len(text) < MIN_CUT_CHARS:
+                raise
+            shorter = text[: len(text) // 2]
+            if text not in already_cut:
+                self.usage.cut_texts += 1
+            already_cut.add(shorter)
+            return await self._request([shorter], already_cut)
+
+    async def _request_once(self, texts: list[str]) -> list[Vector]:
         """One request through the limiter and the retry policy; vectors checked and scaled."""
         attempts = 0
         async for attempt in self.config.retry.retrying():
@@ -218,3 +260,19 @@ def is_dimension_complaint(message: str) -> bool:
     """True when a provider's refusal is about the requested vector length."""
     lowered = message.lower()
     return "dimension" in lowered
+
+
+_TOO_LONG_MARKERS = (
+    "too long",
+    "too many input tokens",
+    "max input tokens",
+    "maximum context length",
+    "maximum input length",
+)
+
+
+def is_too_long_complaint(message: str) -> bool:
+    """True when a provider's refusal says an input exceeds the model's token limit (Titan:
+    "Too many input tokens"; OpenAI: "maximum context length", "maximum input length")."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _TOO_LONG_MARKERS)

@@ -13,7 +13,8 @@ ThrottlingException: slow down and carry on) and ``EmbeddingUnavailable`` (5xx, 
 dropped connections). Permanent (retrying cannot help): ``EmbeddingConfigError`` (a refused or
 missing key, access denied, a model that is not enabled, a quota of zero),
 ``EmbeddingDimensionRefused`` (the model cannot produce the vector length the database stores)
-and ``EmbeddingRequestRejected`` (any other refused request: a bug or a setting).
+and ``EmbeddingRequestRejected`` (any other refused request: a bug or a setting), with its
+subclass ``EmbeddingInputTooLong``, which the embedder handles by cutting the text further.
 """
 
 from __future__ import annotations
@@ -71,3 +72,10 @@ class EmbeddingRequestRejected(EmbeddingError, PermanentJobError):
     """The provider rejected the request for another reason (HTTP 400/404/422…)."""
 
     default_code = "embedding_request_rejected"
+
+
+class EmbeddingInputTooLong(EmbeddingRequestRejected):
+    """An input exceeds the model's token limit although it is within the character budget
+    (dense text). The embedder cuts it further; raised only when cutting cannot help."""
+
+    default_code = "embedding_input_too_long"

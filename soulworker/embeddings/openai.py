@@ -21,11 +21,13 @@ from soulworker.embeddings.embedder import (
     EmbedderConfig,
     HttpEmbedder,
     is_dimension_complaint,
+    is_too_long_complaint,
 )
 from soulworker.embeddings.errors import (
     EmbeddingConfigError,
     EmbeddingDimensionRefused,
     EmbeddingError,
+    EmbeddingInputTooLong,
     EmbeddingRequestRejected,
     EmbeddingThrottled,
     EmbeddingUnavailable,
@@ -164,6 +166,13 @@ class OpenAIEmbedder(HttpEmbedder):
                 operator_line=f"{where} does not know model {self.model!r} at "
                 f"{self._url}: check SOULWORKER_EMBED_MODEL and SOULWORKER_EMBED_ENDPOINT_URL",
                 code="embedding_model_not_found",
+                **details,
+            )
+        if status == 413 or is_too_long_complaint(message):
+            return EmbeddingInputTooLong(
+                "A text was too long for the embedding model.",
+                operator_line=f"{where}: an input is over the token limit of {self.model!r} "
+                "even when cut short; report this with the job id",
                 **details,
             )
         if is_dimension_complaint(message) or is_dimension_complaint(code):

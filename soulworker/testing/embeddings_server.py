@@ -18,7 +18,9 @@ Vectors are derived from the text alone (``expected_vector``): the same text alw
 same vector, different texts different ones, so a test can tell *which* text a stored vector
 belongs to. Bedrock's are unit length when ``normalize`` is asked; OpenAI-style ones are scaled
 by a text-dependent length, so a client that forgets to normalize is caught. Tokens are counted
-as one per four characters (at least one).
+as one per ``chars_per_token`` characters (4 unless told; 1 imitates dense text such as CJK), and
+an input over the model's token limit (Titan 8,192, OpenAI 8,191) is refused in the provider's
+words.
 
 Faults are queued with ``script`` and consumed in order, one per request (a fault with
 ``times=None`` applies to every request from then on): ``throttle`` (429 /
@@ -52,6 +54,8 @@ FAKE_OPENAI_API_KEY = "sk-fake-openai-key-for-loopback"
 TITAN_V2 = "amazon.titan-embed-text-v2:0"
 TITAN_V2_DIMENSIONS = (1024, 512, 256)
 TITAN_MAX_CHARS = 50_000
+TITAN_MAX_TOKENS = 8_192
+OPENAI_MAX_TOKENS = 8_191
 OPENAI_NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 DEFAULT_NATIVE_DIMENSIONS = 768
 SHUTDOWN_POLL_SECONDS = 0.05
@@ -122,9 +126,9 @@ def _scale(text: str) -> float:
     return 0.5 + hashlib.sha256(b"scale:" + text.encode()).digest()[0] / 85.0
 
 
-def count_tokens(text: str) -> int:
-    """The server's token count: one per four characters, at least one."""
-    return max(1, len(text) // 4)
+def count_tokens(text: str, chars_per_token: float = 4.0) -> int:
+    """The server's token count: one per ``chars_per_token`` characters, at least one."""
+    return max(1, int(len(text) / chars_per_token))
 
 
 class EmbeddingsServer:
@@ -140,6 +144,7 @@ class EmbeddingsServer:
         bedrock_dimensions: Sequence[int] = TITAN_V2_DIMENSIONS,
         openai_native_dimensions: Mapping[str, int] | None = None,
         latency_seconds: float = 0.0,
+        chars_per_token: float = 4.0,
     ) -> None:
         self.aws_access_key_id = aws_access_key_id
         self.bedrock_api_key = bedrock_api_key
@@ -147,6 +152,7 @@ class EmbeddingsServer:
         self.bedrock_dimensions = tuple(bedrock_dimensions)
         self.openai_native_dimensions = dict(openai_native_dimensions or OPENAI_NATIVE_DIMENSIONS)
         self.latency_seconds = latency_seconds
+        self.chars_per_token = chars_per_token
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._requests: list[EmbedRequest] = []
@@ -296,6 +302,15 @@ class EmbeddingsServer:
         if len(text) > TITAN_MAX_CHARS:
             self._record(request)
             return _aws_error(400, "ValidationException", "Input text is too long.")
+        tokens = count_tokens(text, self.chars_per_token)
+        if tokens > TITAN_MAX_TOKENS:
+            self._record(request)
+            return _aws_error(
+                400,
+                "ValidationException",
+                f"400 Bad Request: Too many input tokens. Max input tokens: {TITAN_MAX_TOKENS}, "
+                f"request input token count: {tokens}",
+            )
         if model != TITAN_V2:
             self._record(request)
             return _aws_error(
@@ -314,7 +329,6 @@ class EmbeddingsServer:
             if body.get("normalize")
             else [v * _scale(text) for v in _raw_vector(text, dimensions)]
         )
-        tokens = count_tokens(text)
         self._record(
             EmbedRequest("bedrock", path, model, (text,), dimensions, _redact(headers), True),
             tokens,
@@ -371,6 +385,16 @@ class EmbeddingsServer:
         if not texts or not all(isinstance(text, str) and text for text in texts):
             self._record(request)
             return _openai_error(400, "'input' is invalid.", "invalid_request_error", None)
+        longest = max(count_tokens(text, self.chars_per_token) for text in texts)
+        if longest > OPENAI_MAX_TOKENS:
+            self._record(request)
+            return _openai_error(
+                400,
+                f"This model's maximum context length is {OPENAI_MAX_TOKENS + 1} tokens, however "
+                f"you requested {longest} tokens. Please reduce your prompt.",
+                "invalid_request_error",
+                None,
+            )
         native = self.openai_native_dimensions.get(model, DEFAULT_NATIVE_DIMENSIONS)
         length = native
         if dimensions is not None:
@@ -401,7 +425,7 @@ class EmbeddingsServer:
             for index, text in enumerate(texts)
         ]
         data.reverse()  # the index, not the order, says which text a vector is for
-        tokens = sum(count_tokens(text) for text in texts)
+        tokens = sum(count_tokens(text, self.chars_per_token) for text in texts)
         self._record(
             EmbedRequest("openai", path, model, tuple(texts), dimensions, _redact(headers), True),
             tokens,

@@ -354,6 +354,26 @@ async def test_long_input_is_cut_at_the_models_budget_and_counted(
     assert vectors[0] == pytest.approx(expected_vector(long_text[:budget], 256))
 
 
+@pytest.mark.parametrize("provider", ["bedrock", "openai"])
+async def test_dense_text_over_the_token_limit_is_cut_until_it_fits(
+    server: EmbeddingsServer, provider: str
+) -> None:
+    server.chars_per_token = 1.0  # as dense as CJK: the character budget is not enough
+    env = bedrock_env(server) if provider == "bedrock" else openai_env(server)
+    dense = "語" * 20_000
+    others = [f"short text {i}" for i in range(3)]
+    async with make(env, 256) as embedder:
+        vectors = await embedder.embed([others[0], dense, *others[1:]])
+    assert embedder.usage.cut_texts == 1, "one text, counted once however often it was cut"
+    sent = [t for r in server.answered for t in r.texts if t.startswith("語")]
+    (fitted,) = sent
+    assert len(fitted) <= 8_191
+    assert dense.startswith(fitted)
+    assert vectors[1] == pytest.approx(expected_vector(fitted, 256))
+    assert vectors[0] == pytest.approx(expected_vector(others[0], 256)), "the others unchanged"
+    assert vectors[3] == pytest.approx(expected_vector(others[2], 256))
+
+
 async def test_usage_and_cost_are_counted_from_the_answers(server: EmbeddingsServer) -> None:
     async with make(bedrock_env(server), 1024) as bedrock:
         await bedrock.embed(TEXTS)
