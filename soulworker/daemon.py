@@ -17,6 +17,7 @@ import signal
 
 from soulworker import db
 from soulworker.jobs.handler import HandlerFactory
+from soulworker.jobs.queue_stats import QueueStatsReporter
 from soulworker.jobs.store import JobStore
 from soulworker.jobs.worker import Worker
 from soulworker.logs import get_logger
@@ -52,6 +53,8 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
         handler,
         worker_id,
         listen=mode.listen,
+        # One worker reports, elected by a session lock that a transaction pooler cannot keep.
+        queue_stats=QueueStatsReporter(settings, worker_id, elect=not mode.transaction_pooler),
     )
     loop = asyncio.get_running_loop()
     signals_seen = 0

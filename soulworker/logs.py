@@ -3,7 +3,7 @@
 * Every line of a job carries ``job_id``, ``user_id`` and ``attempt``: the worker binds them with
   :func:`structlog.contextvars.bound_contextvars` inside the job's task, and
   ``merge_contextvars`` adds them to each event, including events from stdlib loggers.
-* The stdlib loggers of psycopg, httpx/httpx2 and anthropic go through the same processors, so
+* The stdlib loggers of psycopg, httpx2 and anthropic go through the same processors, so
   their lines are formatted and redacted like ours.
 * Secrets are redacted by key name (``*key*``, ``*token*``, ``password``, ``authorization``…)
   and by value shape (``sk-ant-…``, ``sb_secret_…``, JWTs, passwords inside URLs).
@@ -46,14 +46,13 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://[^:/@\s]+):[^@\s]+@
 # password=… inside libpq key=value connection strings.
 _CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
-# Third-party loggers and the level below which their lines are dropped: psycopg and httpx log
+# Third-party loggers and the level below which their lines are dropped: psycopg and httpx2 log
 # every request at DEBUG/INFO, which would drown the job lines.
 _STDLIB_LEVELS: Mapping[str, int] = {
     "psycopg": logging.WARNING,
     "psycopg.pool": logging.WARNING,
-    "httpx": logging.WARNING,
     "httpx2": logging.WARNING,
-    "httpcore": logging.WARNING,
+    "httpcore2": logging.WARNING,
     "anthropic": logging.WARNING,
     "asyncio": logging.WARNING,
 }

@@ -282,7 +282,8 @@ class Settings:
     shutdown_seconds: float = _knob(
         "SOULWORKER_SHUTDOWN_SECONDS", 25.0,
         "Budget after SIGTERM for running jobs to reach a checkpoint before they are released; "
-        "under Render's 30 s so the release is written before SIGKILL.",
+        "plus 4 s it must stay under the platform's SIGKILL delay (30 s by default). "
+        "render.yaml sets 290 under Render's 300 s so model calls in flight can finish.",
         _seconds(0), default_text="25",
     )
     job_timeout_seconds: float = _knob(
@@ -324,6 +325,12 @@ class Settings:
         "Whether DATABASE_URL is a transaction-mode pooler (no prepared statements, no LISTEN). "
         "auto means port 6543, Supabase's transaction port.",
         _choice("auto", "true", "false"),
+    )
+    queue_stats_seconds: float = _knob(
+        "SOULWORKER_QUEUE_STATS_SECONDS", 60.0,
+        "How often one worker logs the queue_stats event for alerting (0: never). Shorter "
+        "notices a stuck queue sooner; each report is one pass over import_jobs and a log line.",
+        _seconds(0), default_text="60",
     )
     statement_timeout_seconds: float = _knob(
         "SOULWORKER_STATEMENT_TIMEOUT_SECONDS", 120.0,

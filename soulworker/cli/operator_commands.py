@@ -1,5 +1,8 @@
 """The operator's verbs from a shell: ``enqueue``, ``jobs``, ``retry``, ``cancel``.
 
+``jobs --watch`` redraws the queue's health (the numbers of the ``queue_stats`` log event,
+docs/queue.md, "Queue health") and the job list every few seconds until Ctrl-C.
+
 ``retry`` and ``cancel`` call the same SQL functions operators use in the Supabase SQL editor
 (``retry_import_job``, ``cancel_import_job``), so both ways behave identically.
 """
@@ -7,7 +10,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
+import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,10 +23,14 @@ from psycopg import errors as pg_errors
 
 from soulworker import db
 from soulworker.cli.common import CommandError, format_age, load_settings, render_table
+from soulworker.jobs.queue_stats import Connection, read_queue_stats
 from soulworker.sql_files import query
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ERROR_COLUMN_WIDTH = 60
+WATCH_DEFAULT_SECONDS = 2.0
+# Home the cursor and clear the screen: each frame replaces the last on a terminal.
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def _job_id(text: str) -> uuid.UUID:
@@ -45,6 +57,15 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--status", choices=STATUSES, help="only jobs in this status")
     jobs.add_argument("--user", type=_job_id, help="only this user's jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    jobs.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=WATCH_DEFAULT_SECONDS,
+        metavar="SECONDS",
+        help="redraw the queue's health and the list every SECONDS "
+        f"(default {WATCH_DEFAULT_SECONDS:g}) until Ctrl-C",
+    )
     jobs.set_defaults(func=run_jobs)
 
     retry = subparsers.add_parser(
@@ -86,11 +107,57 @@ async def run_jobs(args: argparse.Namespace) -> int:
     settings = load_settings()
     params = {"status": args.status, "user_id": args.user, "limit": max(1, args.limit)}
     async with await db.connect(settings, "soulworker jobs") as conn:
-        cur = await conn.execute(query("list_jobs"), params)
-        rows = await cur.fetchall()
+        if args.watch is None:
+            print(await _jobs_table(conn, params))
+            return 0
+        await _watch(conn, params, max(0.1, args.watch))
+    return 0
+
+
+async def _watch(conn: Connection, params: dict[str, Any], seconds: float) -> None:
+    """Print a frame every ``seconds`` until SIGINT (Ctrl-C) or SIGTERM, then return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    clear = CLEAR_SCREEN if sys.stdout.isatty() else "\n"
+    try:
+        while not stop.is_set():
+            stats = await read_queue_stats(conn)
+            table = await _jobs_table(conn, params)
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            header = f"{now}: every {seconds:g} s, Ctrl-C to stop"
+            print(f"{clear}{header}\n{_stats_lines(stats)}\n\n{table}", flush=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _stats_lines(stats: dict[str, Any]) -> str:
+    def age(seconds: float, *, when: int) -> str:
+        """The age, or "-" when there is nothing to measure (the event says 0 then)."""
+        return format_age(timedelta(seconds=seconds)) if when else "-"
+
+    oldest = age(stats["oldest_queued_seconds"], when=stats["queued_due"])
+    silence = age(stats["max_heartbeat_age_seconds"], when=stats["running"])
+    return (
+        f"queued {stats['queued']} (due {stats['queued_due']}, set aside "
+        f"{stats['set_aside']}; oldest due waiting {oldest})\n"
+        f"running {stats['running']} ({stats['stale_running']} past their lease; longest "
+        f"heartbeat silence {silence})\n"
+        f"failed in the last hour {stats['failed_last_hour']}; all time: succeeded "
+        f"{stats['succeeded']}, failed {stats['failed']}, cancelled {stats['cancelled']}"
+    )
+
+
+async def _jobs_table(conn: Connection, params: dict[str, Any]) -> str:
+    cur = await conn.execute(query("list_jobs"), params)
+    rows = await cur.fetchall()
     if not rows:
-        print("no jobs")
-        return 0
+        return "no jobs"
     table = [
         [
             str(row["id"]),
@@ -103,8 +170,7 @@ async def run_jobs(args: argparse.Namespace) -> int:
         ]
         for row in rows
     ]
-    print(render_table(("job", "status", "stage", "progress", "attempt", "age", "error"), table))
-    return 0
+    return render_table(("job", "status", "stage", "progress", "attempt", "age", "error"), table)
 
 
 async def run_retry(args: argparse.Namespace) -> int:

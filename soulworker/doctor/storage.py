@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from soulworker.doctor.core import (
     HTTP_CONNECT_TIMEOUT_SECONDS,
@@ -42,24 +42,24 @@ async def check_storage(context: DoctorContext) -> Outcome:
         return skip("skipped: SUPABASE_URL or SUPABASE_SERVICE_KEY is invalid (see configuration)")
     host = urlsplit(config.base_url).netloc
     key_name = KEY_KIND_NAMES[config.key_kind]
-    timeout = httpx.Timeout(HTTP_READ_TIMEOUT_SECONDS, connect=HTTP_CONNECT_TIMEOUT_SECONDS)
+    timeout = httpx2.Timeout(HTTP_READ_TIMEOUT_SECONDS, connect=HTTP_CONNECT_TIMEOUT_SECONDS)
     found: list[str] = []
     public: list[str] = []
     missing: list[str] = []
     # Redirects are never followed: the client would carry the key's headers to wherever
     # they point.
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    async with httpx2.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         for bucket in settings.storage_buckets:
             try:
                 probe = await probe_bucket(client, config, bucket)
-            except httpx.TimeoutException:
+            except httpx2.TimeoutException:
                 return fail(
                     f"Supabase Storage at {host} did not answer in time (connect "
                     f"{HTTP_CONNECT_TIMEOUT_SECONDS:g} s, read {HTTP_READ_TIMEOUT_SECONDS:g} s)",
                     REACH_HINT,
                     host=host,
                 )
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 return fail(
                     f"cannot reach Supabase Storage at {host} "
                     f"({describe_transport_failure(type(exc).__name__)})",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
+import httpx2
 
 from soulworker.embeddings.embedder import (
     Answer,
@@ -119,7 +119,7 @@ class BedrockEmbedder(HttpEmbedder):
         config: EmbedderConfig,
         *,
         auth: BedrockAuth,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
     ) -> None:
         super().__init__(config, client=client)
         self.auth = auth
@@ -166,7 +166,7 @@ class BedrockEmbedder(HttpEmbedder):
             ) from None
         return Answer([vector], tokens)
 
-    def _failure(self, response: httpx.Response) -> EmbeddingError:
+    def _failure(self, response: httpx2.Response) -> EmbeddingError:
         status = response.status_code
         error_type, message = _error_fields(response)
         where = f"{self._host} (HTTP {status}{', ' + error_type if error_type else ''})"
@@ -264,7 +264,7 @@ class BedrockEmbedder(HttpEmbedder):
         )
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str]:
+def _error_fields(response: httpx2.Response) -> tuple[str, str]:
     """``(exception name, message)`` of a Bedrock error; the message is used only to recognise
     a complaint about dimensions, never shown."""
     header = response.headers.get("x-amzn-errortype", "")

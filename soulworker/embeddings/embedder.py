@@ -15,7 +15,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Protocol
 
-import httpx
+import httpx2
 
 from soulworker.embeddings.errors import (
     EmbeddingDimensionRefused,
@@ -85,7 +85,7 @@ class HttpEmbedder:
     provider = "?"
     input_limit: InputLimit = InputLimit(max_tokens=8_191)
 
-    def __init__(self, config: EmbedderConfig, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: EmbedderConfig, *, client: httpx2.AsyncClient | None = None) -> None:
         self.config = config
         self.model = config.model
         self.dimensions = config.dimensions
@@ -98,12 +98,14 @@ class HttpEmbedder:
             min_pause_seconds=config.retry.throttle_pause_initial_seconds,
             max_pause_seconds=config.retry.throttle_pause_max_seconds,
         )
-        timeout = httpx.Timeout(config.read_timeout_seconds, connect=config.connect_timeout_seconds)
+        timeout = httpx2.Timeout(
+            config.read_timeout_seconds, connect=config.connect_timeout_seconds
+        )
         # Redirects are never followed: they would carry the key or signature elsewhere.
-        self._client = client or httpx.AsyncClient(
+        self._client = client or httpx2.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=config.concurrency * 2),
+            limits=httpx2.Limits(max_connections=config.concurrency * 2),
         )
 
     async def __aenter__(self) -> HttpEmbedder:
@@ -216,13 +218,13 @@ class HttpEmbedder:
 
     async def _send_safely(self, texts: list[str]) -> Answer:
         """``_send``, with transport failures as ``EmbeddingUnavailable`` (never chained: the
-        httpx exception holds the request, whose headers carry the key)."""
+        httpx2 exception holds the request, whose headers carry the key)."""
         failure: str | None = None
         try:
             return await self._send(texts)
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             failure = "timeout"
-        except httpx.TransportError:
+        except httpx2.TransportError:
             failure = "connection"
         raise EmbeddingUnavailable(
             "The embedding service could not be reached.",

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 
-import httpx
+import httpx2
 
 from soulworker.embeddings import bedrock, openai
 from soulworker.embeddings.embedder import EmbedderConfig, HttpEmbedder
@@ -37,7 +37,7 @@ def embedder_from_settings(
     dimensions: int,
     environ: Mapping[str, str] | None = None,
     retry: EmbedRetryPolicy | None = None,
-    client: httpx.AsyncClient | None = None,
+    client: httpx2.AsyncClient | None = None,
 ) -> HttpEmbedder:
     """An embedder for ``dimensions``-long vectors as configured; close it with ``aclose``.
 

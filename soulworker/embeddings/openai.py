@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from soulworker.embeddings.embedder import (
     Answer,
@@ -74,7 +74,7 @@ class OpenAIEmbedder(HttpEmbedder):
         config: EmbedderConfig,
         *,
         api_key: str | None,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
     ) -> None:
         super().__init__(config, client=client)
         self._url = config.endpoint_url.rstrip("/") + "/embeddings"
@@ -119,7 +119,7 @@ class OpenAIEmbedder(HttpEmbedder):
             ) from None
         return Answer(vectors, tokens)
 
-    def _failure(self, response: httpx.Response) -> EmbeddingError:
+    def _failure(self, response: httpx2.Response) -> EmbeddingError:
         status = response.status_code
         code, message = _error_fields(response)
         where = f"{self._host} (HTTP {status}{', ' + code if code else ''})"
@@ -213,7 +213,7 @@ class OpenAIEmbedder(HttpEmbedder):
         )
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str]:
+def _error_fields(response: httpx2.Response) -> tuple[str, str]:
     """``(code or type, message)`` from an OpenAI-style error body; empty strings when absent.
     The message is used only to recognise a complaint, never shown."""
     try:

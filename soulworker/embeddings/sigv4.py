@@ -1,7 +1,7 @@
 """AWS Signature Version 4 for one Bedrock request, and the credentials it is made with.
 
-Why our own signer and not boto3 or botocore (docs/embeddings.md, "Why httpx and a signer"):
-Bedrock's InvokeModel is one JSON POST, which httpx already sends for the rest of soulworker;
+Why our own signer and not boto3 or botocore (docs/embeddings.md, "Why httpx2 and a signer"):
+Bedrock's InvokeModel is one JSON POST, which httpx2 already sends for the rest of soulworker;
 boto3 would add ~37 MB to the image and ~0.2 s to start-up, and its client is synchronous, so
 each request would hold a thread. Signing is the only hard part, and it is this page of code,
 checked against botocore's own signature in tests/unit/test_embeddings_sigv4.py.

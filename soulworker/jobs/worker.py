@@ -30,6 +30,7 @@ from soulworker.jobs.errors import ReleaseRequested
 from soulworker.jobs.handler import JobHandler
 from soulworker.jobs.lease import DATABASE_ERRORS
 from soulworker.jobs.listener import Listener
+from soulworker.jobs.queue_stats import QueueStatsReporter
 from soulworker.jobs.runner import JobRun
 from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.logs import get_logger
@@ -66,6 +67,7 @@ class Worker:
         worker_id: str,
         *,
         listen: bool,
+        queue_stats: QueueStatsReporter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +79,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], JobRun] = {}
         self.listener: Listener | None = None
+        # The queue_stats side task (docs/queue.md, "Queue health"); None runs without it.
+        self.queue_stats = queue_stats
 
     # --- control
 
@@ -109,6 +113,10 @@ class Worker:
         if self.listen:
             self.listener = Listener(self.settings, self.worker_id, self.wake)
             side_tasks.append(asyncio.create_task(self._supervise_listener(), name="listener"))
+        if self.queue_stats is not None and self.settings.queue_stats_seconds > 0:
+            side_tasks.append(
+                asyncio.create_task(self._supervise_queue_stats(), name="queue-stats")
+            )
         log.info(
             "worker started",
             worker=self.worker_id,
@@ -123,9 +131,7 @@ class Worker:
             for task in side_tasks:
                 task.cancel()
             await asyncio.gather(*side_tasks, return_exceptions=True)
-            log.info(
-                "worker stopped", claimed=self.stats.claimed, finished=self.stats.finished
-            )
+            log.info("worker stopped", claimed=self.stats.claimed, finished=self.stats.finished)
 
     async def run_one(self, job_id: uuid.UUID) -> None:
         """Claim the job ``job_id``, run it, and return once its outcome is recorded.
@@ -242,3 +248,15 @@ class Worker:
             except Exception:
                 log.exception("listener crashed; restarting it")
                 await asyncio.sleep(1)
+
+    async def _supervise_queue_stats(self) -> None:
+        """Keep the queue_stats reporter alive: a bug in it is logged, never fatal to the worker."""
+        assert self.queue_stats is not None
+        while True:
+            try:
+                await self.queue_stats.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue stats reporter crashed; restarting it")
+                await asyncio.sleep(self.settings.queue_stats_seconds)

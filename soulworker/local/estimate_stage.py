@@ -16,15 +16,12 @@ never runs it.
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from soulworker.conversations.chunk_layout import ChunkLayout
-from soulworker.pipeline.finish_stage import FinishStage
-from soulworker.pipeline.full_pass_stage import load_chunk_stats
+from soulworker.pipeline.chunk_stats import load_chunk_stats
 from soulworker.pipeline.handler import price_table
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.stages import PARSE, StageSpec
+from soulworker.pipeline.v2_sample import v2_sample
 from soulworker.soulprint.cost_estimate import estimate_model_cost
 
 RESULT_KEY = "cost_estimate"
@@ -44,15 +41,14 @@ class CostEstimateStage:
     async def run(self, run: ImportRun) -> None:
         started = time.monotonic()
         settings = run.settings
-        parse_output: dict[str, Any] = await run.ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
-        layout = ChunkLayout.from_json(parse_output.get("chunk_layout"))
-        stats = await load_chunk_stats(run, layout)
+        parse_output = await run.parse_output()
+        stats = await load_chunk_stats(run, parse_output.chunk_layout)
         # The finish stage's own sample builder, so the v2 call is sized as it would really be.
-        v2_sample = await FinishStage()._v2_sample(run, parse_output)
+        v2_sample_text = await v2_sample(run, parse_output)
         estimate = estimate_model_cost(
-            sample_chars=len(str(parse_output.get("sample_text") or "")),
-            persona_chars=len(str(parse_output.get("persona_text") or "")),
-            v2_sample_chars=len(v2_sample),
+            sample_chars=len(parse_output.sample_text),
+            persona_chars=len(parse_output.persona_text),
+            v2_sample_chars=len(v2_sample_text),
             chunk_stats=stats,
             settings=settings,
             prices=price_table(settings.model_prices),

@@ -2,9 +2,12 @@
 
 The source is the job's (``run.export_source``, docs/pipeline.md "Export sources"): Supabase
 Storage for the daemon, which validates the storage path before any request (docs/contract.md),
-or a local file for ``soulworker import``. The file lives only as long as
-the attempt, so this stage writes no checkpoint of its own: a resumed job that has not finished the
-parse downloads again, and one that has skips both stages.
+or a local file for ``soulworker import``. The file lives only as long as the attempt, so this
+stage keeps no checkpoint entry: it is done once its file is on hand in this attempt, or when no
+stage still to run reads it (``ImportRun.export_needed``, which the pipeline sets from the
+parse's own doneness). So a resumed job that has not finished the parse downloads again, and one
+that has skips both stages. Its result is committed with the parse's checkpoint
+(``ImportRun.carry``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import time
 
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.stages import DOWNLOAD, PARSE
+from soulworker.pipeline.stages import DOWNLOAD
 from soulworker.storage.download import DEFAULT_RETRY_POLICY, RetryPolicy
 
 
@@ -25,7 +28,7 @@ class DownloadStage:
         self.retry = retry
 
     def is_done(self, run: ImportRun) -> bool:
-        return run.stage_done(PARSE.name)
+        return run.downloaded or not run.export_needed
 
     async def run(self, run: ImportRun) -> None:
         started = time.monotonic()
@@ -47,11 +50,15 @@ class DownloadStage:
         )
         await progress.report(1.0)
         run.downloaded = True
-        run.result["export_bytes"] = download.bytes_written
-        run.result["download"] = {
-            "attempts": download.attempts,
-            "resumes": download.resumes,
-            "restarts": download.restarts,
-            "mib_per_second": round(download.mib_per_second, 1),
-        }
-        run.record_stage_seconds(DOWNLOAD.name, time.monotonic() - started)
+        run.carry(
+            {
+                "export_bytes": download.bytes_written,
+                "download": {
+                    "attempts": download.attempts,
+                    "resumes": download.resumes,
+                    "restarts": download.restarts,
+                    "mib_per_second": round(download.mib_per_second, 1),
+                },
+                **run.record_stage_seconds(DOWNLOAD.name, time.monotonic() - started),
+            }
+        )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import httpx
+import httpx2
 
 from soulworker.jobs.job import ClaimedJob
 from soulworker.settings import Settings
@@ -57,7 +57,7 @@ ExportSourceFor = Callable[[ClaimedJob], ExportSource]
 class StorageExportSource:
     """Supabase Storage, through the pipeline's shared HTTP client."""
 
-    def __init__(self, config: StorageConfig, http: httpx.AsyncClient) -> None:
+    def __init__(self, config: StorageConfig, http: httpx2.AsyncClient) -> None:
         self.config = config
         self.http = http
 

@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from soulworker.conversations.chunk_layout import ChunkLayout
 from soulworker.errors import JobError
 from soulworker.llm.schemas import (
     FACT_CATEGORIES,
@@ -34,15 +33,10 @@ from soulworker.llm.schemas import (
     REDUCTION_MAX_ITEMS_PER_CATEGORY,
 )
 from soulworker.logs import get_logger
-from soulworker.pipeline.full_pass_stage import FACTS_PREFIX
+from soulworker.pipeline.handoffs import FACTS_PREFIX, FactBatch, QuickSections
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
-from soulworker.pipeline.quick_pass_stage import (
-    QUICK_SECTIONS_ARTIFACT,
-    ask_for_soulprint,
-    stats_for_prompt,
-)
 from soulworker.pipeline.stages import FINISH
+from soulworker.pipeline.v2_sample import v2_sample
 from soulworker.soulprint import prompts
 from soulworker.soulprint.degraded import add_counts, count_repairs, repair_entries, skip_entry
 from soulworker.soulprint.memory import (
@@ -52,6 +46,7 @@ from soulworker.soulprint.memory import (
     fact_counts,
     render_memory,
 )
+from soulworker.soulprint.section_request import ask_for_soulprint, prompt_stats
 from soulworker.soulprint.sections import section_columns, soulprint_text
 from soulworker.sql_files import query
 
@@ -64,10 +59,6 @@ MAX_REDUCTION_ROUNDS = 2
 # One reduction call gets at most this much of a category (~20K tokens, as the predecessor).
 REDUCTION_BATCH_CHARS = 80_000
 REDUCTION_MAX_TOKENS = 16_000
-# The v2 sample may be this many times the quick-pass budget: 280K characters by default, which
-# keeps the whole prompt under the 100K-token line above which Haiku 5.5 costs five times more.
-V2_SAMPLE_CHARS_FACTOR = 1.4
-V2_CONVERSATIONS = 200
 V2_ARTIFACT = "v2_sections"
 V2_PURPOSE = "soulprint_v2"
 REDUCTION_PURPOSE = "fact_reduction"
@@ -77,9 +68,7 @@ REDUCED_PREFIX = "reduced:"
 REDUCTION_ANSWER_PREFIX = "reduction:"
 # Failures that end the attempt even where a model answer is optional: retrying cannot help,
 # and going on would only meet them again.
-FATAL_MODEL_CODES = frozenset(
-    {"model_spend_limit", "model_auth_failed", "model_permission_denied"}
-)
+FATAL_MODEL_CODES = frozenset({"model_spend_limit", "model_auth_failed", "model_permission_denied"})
 # Identity fields the v2 sections take from the quick pass. The user met the companion under
 # its quick-pass name, and the ai_name and archetype columns keep it; a v2 identity with another
 # name would make the chat's header and its system prompt (soulprint_text) disagree.
@@ -98,7 +87,10 @@ class FinishStage:
         ctx = run.ctx
         progress = run.progress(FINISH)
         await progress.begin()
-        batches = [content.get("facts") or {} for _, content in await ctx.artifacts(FACTS_PREFIX)]
+        batches = [
+            FactBatch.from_json(name, content).facts
+            for name, content in await ctx.artifacts(FACTS_PREFIX)
+        ]
         facts = consolidate(batches)
         record = _Record()
         facts = await self._reduce(run, facts, record)
@@ -111,13 +103,13 @@ class FinishStage:
         columns: dict[str, Any] = dict.fromkeys(
             ("soul_md", "identity_md", "user_md", "agents_md", "tools_md", "soulprint_text")
         )
-        quick = await ctx.artifact(QUICK_SECTIONS_ARTIFACT)
+        quick = await run.quick_sections()
         if sections is not None:
             sections = keep_quick_pass_identity(sections, quick)
             columns.update(section_columns(sections))
             columns["soulprint_text"] = soulprint_text(sections, memory_md)
-        elif quick:
-            columns["soulprint_text"] = soulprint_text(quick, memory_md)
+        elif quick is not None:
+            columns["soulprint_text"] = soulprint_text(quick.sections, memory_md)
         usage = run.usage_result()
         finish_result = {
             "facts": fact_counts(facts),
@@ -186,8 +178,11 @@ class FinishStage:
                     step.skipped.append(skip_entry(FINISH.name, REDUCTION_PURPOSE, failure.code))
                     break
                 log.info(
-                    "facts reduced", category=category, round=round_number + 1,
-                    before=before, after=len(items),
+                    "facts reduced",
+                    category=category,
+                    round=round_number + 1,
+                    before=before,
+                    after=len(items),
                 )
                 if category_chars(category, items) <= CATEGORY_MAX_CHARS or len(items) >= before:
                     break
@@ -243,8 +238,9 @@ class FinishStage:
         usage = run.usage_result()
         async with run.ctx.transaction() as tx:
             await tx.put_artifact(name, content)
-            await tx.advance(stage=FINISH.name, percent=FINISH.start, label=FINISH.label,
-                             result=usage)
+            await tx.advance(
+                stage=FINISH.name, percent=FINISH.start, label=FINISH.label, result=usage
+            )
             await run.write_cost(tx.conn, usage["cost"])
 
     async def _regenerate(
@@ -254,16 +250,16 @@ class FinishStage:
         if saved:
             return record.load_v2(saved)
         assert run.model is not None
-        parse_output = await run.ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
-        sample = await self._v2_sample(run, parse_output)
+        parse_output = await run.parse_output()
+        sample = await v2_sample(run, parse_output)
         try:
             answer = await ask_for_soulprint(
                 run.model,
                 purpose=V2_PURPOSE,
                 model=run.settings.quick_pass_model,
                 sample=sample,
-                persona_text=str(parse_output.get("persona_text") or ""),
-                stats=stats_for_prompt(run.result),
+                persona_text=parse_output.persona_text,
+                stats=prompt_stats(run.result),
                 memory_md=memory_md,
             )
         except JobError as failure:
@@ -277,45 +273,15 @@ class FinishStage:
         # the record of why they are missing.
         await self._save_answer(run, V2_ARTIFACT, content)
         return record.load_v2(content)
-    async def _v2_sample(self, run: ImportRun, parse_output: dict[str, Any]) -> str:
-        """The best conversations' stored text, best first, within the v2 budget."""
-        ranked = [str(entry[0]) for entry in parse_output.get("top_conversations") or []]
-        ranked = ranked[:V2_CONVERSATIONS]
-        if not ranked:
-            return str(parse_output.get("sample_text") or "")
-        layout = ChunkLayout.from_json(parse_output.get("chunk_layout"))
-        texts: dict[str, list[str]] = {}
-        async with run.store_connection() as conn:
-            cur = await conn.execute(
-                query("conversation_chunk_texts"),
-                {"job_id": run.ctx.job.id, "conversation_ids": ranked},
-            )
-            async for row in cur:
-                piece = layout.new_text(row["chunk_index"], row["content"])
-                texts.setdefault(row["conversation_id"], []).append(piece)
-        budget = int(run.settings.quick_pass_sample_chars * V2_SAMPLE_CHARS_FACTOR)
-        parts: list[str] = []
-        used = 0
-        for conversation_id in ranked:
-            text = "\n".join(texts.get(conversation_id, ()))
-            if not text:
-                continue
-            if used + len(text) > budget:
-                if parts:
-                    continue
-                text = text[:budget]
-            parts.append(text)
-            used += len(text) + 2
-        return "\n\n".join(parts)
 
 
 def keep_quick_pass_identity(
-    sections: dict[str, Any], quick: dict[str, Any] | None
+    sections: dict[str, Any], quick: QuickSections | None
 ) -> dict[str, Any]:
     """The v2 ``sections`` with the quick pass's name and archetype (``STABLE_IDENTITY_FIELDS``)."""
-    quick_identity = (quick or {}).get("identity")
-    if not isinstance(quick_identity, dict):
+    if quick is None:
         return sections
+    quick_identity = quick.identity
     identity = dict(sections["identity"])
     for name in STABLE_IDENTITY_FIELDS:
         if name in quick_identity:

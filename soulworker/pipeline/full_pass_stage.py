@@ -23,7 +23,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from soulworker.conversations.chunk_layout import ChunkLayout
@@ -32,28 +31,29 @@ from soulworker.jobs.errors import JobControl, ReleaseRequested
 from soulworker.llm.errors import ModelRefused, ModelTruncated
 from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
+from soulworker.pipeline.chunk_stats import load_chunk_stats
+from soulworker.pipeline.handoffs import (
+    FACTS_PREFIX,
+    FactBatch,
+    UnreadableHandoff,
+    facts_artifact,
+)
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.stages import FULL_PASS
 from soulworker.soulprint import prompts
-from soulworker.soulprint.degraded import add_counts, count_repairs, repair_entries, skip_entry
-from soulworker.soulprint.full_pass_plan import ChunkStat, FullPassPlan, plan_full_pass
+from soulworker.soulprint.degraded import count_repairs, repair_entries, skip_entry
+from soulworker.soulprint.full_pass_plan import FullPassPlan, plan_full_pass
 from soulworker.soulprint.memory import empty_facts
 from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
 PLAN_ARTIFACT = "full_pass_plan"
-FACTS_PREFIX = "facts:"
 FACT_EXTRACTION_PURPOSE = "fact_extraction"
 EXTRACTION_MAX_TOKENS = 6_000
 EXTRACTION_RETRY_MAX_TOKENS = 12_000
 # A batch still cut off at the larger limit is split in halves, at most this many times.
 MAX_SPLIT_DEPTH = 3
-
-
-def facts_artifact(batch_number: int) -> str:
-    return f"{FACTS_PREFIX}{batch_number:06d}"
 
 
 class FullPassStage:
@@ -74,10 +74,9 @@ class FullPassStage:
             )
         await progress.begin()
 
-        parse_output = await ctx.artifact(PARSE_OUTPUT_ARTIFACT) or {}
-        layout = ChunkLayout.from_json(parse_output.get("chunk_layout"))
+        layout = (await run.parse_output()).chunk_layout
         plan = await self._plan(run, layout)
-        done = {name for name, _ in await ctx.artifacts(FACTS_PREFIX)}
+        done = set(readable_batches(await ctx.artifacts(FACTS_PREFIX)))
         pending = [n for n in range(len(plan.batches)) if facts_artifact(n) not in done]
         counter = _Counter(done=len(plan.batches) - len(pending), total=len(plan.batches))
         log.info(
@@ -104,16 +103,19 @@ class FullPassStage:
         if not queue.empty():
             raise ReleaseRequested("released between full-pass batches for shutdown")
 
-        saved = [content for _, content in await ctx.artifacts(FACTS_PREFIX)]
-        refused = sum(int(batch.get("refused_parts") or 0) for batch in saved)
+        saved = [
+            FactBatch.from_json(name, content)
+            for name, content in await ctx.artifacts(FACTS_PREFIX)
+        ]
+        refused = sum(batch.refused_parts for batch in saved)
         summary = {
             **plan.summary(),
-            "refused_batches": sum(1 for batch in saved if batch.get("refused_parts")),
-            "split_batches": sum(1 for batch in saved if batch.get("splits")),
+            "refused_batches": sum(1 for batch in saved if batch.refused_parts),
+            "split_batches": sum(1 for batch in saved if batch.splits),
         }
         repairs: Counter[str] = Counter()
         for batch in saved:
-            add_counts(repairs, batch.get("repairs"))
+            repairs.update(batch.repairs)
         degraded = repair_entries(FULL_PASS.name, FACT_EXTRACTION_PURPOSE, repairs)
         if refused:
             degraded.append(
@@ -189,7 +191,7 @@ class FullPassStage:
 
     async def _extract(
         self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int], depth: int
-    ) -> BatchFacts:
+    ) -> FactBatch:
         """The facts of one batch, with what it took to get them."""
         assert run.model is not None
         excerpts = await self._excerpts(run, layout, chunk_indexes)
@@ -204,10 +206,10 @@ class FullPassStage:
                     schema=FACT_EXTRACTION,
                     max_tokens=max_tokens,
                 )
-                return BatchFacts(answer.data, repairs=count_repairs(answer.repairs))
+                return FactBatch(answer.data, repairs=count_repairs(answer.repairs))
             except ModelRefused:
                 log.warning("the model declined a fact batch; skipped", chunks=len(chunk_indexes))
-                return BatchFacts(empty_facts(), refused_parts=1)
+                return FactBatch(empty_facts(), refused_parts=1)
             except ModelTruncated:
                 log.warning("fact batch answer cut off", chunks=len(chunk_indexes), depth=depth)
         if len(chunk_indexes) < 2 or depth >= MAX_SPLIT_DEPTH:
@@ -232,23 +234,6 @@ class FullPassStage:
         return [layout.new_text(row["chunk_index"], row["content"]) for row in rows]
 
 
-async def load_chunk_stats(run: ImportRun, layout: ChunkLayout) -> list[ChunkStat]:
-    """The job's stored chunks as the full pass plans with them (no text, overlaps known)."""
-    async with run.store_connection() as conn:
-        cur = await conn.execute(query("full_pass_chunk_stats"), {"job_id": run.ctx.job.id})
-        return [
-            ChunkStat(
-                chunk_index=row["chunk_index"],
-                token_count=row["token_count"] or 0,
-                message_count=row["message_count"] or 0,
-                is_recent=bool(row["is_recent"]),
-                created_at=row["created_at"],
-                overlap_chars=layout.overlap(row["chunk_index"]),
-            )
-            async for row in cur
-        ]
-
-
 def most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one failure of concurrent batches that decides the attempt's outcome.
 
@@ -270,36 +255,20 @@ def most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
-@dataclass
-class BatchFacts:
-    """One batch's facts as saved in its artifact: the facts, the parts the model refused, how
-    often the batch was split, and the soft repairs of its answers (``count_repairs``)."""
-
-    facts: dict[str, list[Any]]
-    refused_parts: int = 0
-    splits: int = 0
-    repairs: Counter[str] = field(default_factory=Counter)
-
-    def joined(self, second: BatchFacts) -> BatchFacts:
-        """The two halves of a split batch as one."""
-        facts = {
-            key: list(self.facts.get(key, [])) + list(second.facts.get(key, []))
-            for key in self.facts
-        }
-        return BatchFacts(
-            facts,
-            refused_parts=self.refused_parts + second.refused_parts,
-            splits=1 + self.splits + second.splits,
-            repairs=self.repairs + second.repairs,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "facts": self.facts,
-            "refused_parts": self.refused_parts,
-            "splits": self.splits,
-            "repairs": dict(self.repairs),
-        }
+def readable_batches(saved: list[tuple[str, Any]]) -> list[str]:
+    """The names of the saved batches that read as fact batches. One that does not is not done:
+    it is asked for again, and its new answer replaces it (docs/pipeline.md)."""
+    names = []
+    for name, content in saved:
+        try:
+            FactBatch.from_json(name, content)
+        except UnreadableHandoff as unreadable:
+            log.warning(
+                "a saved fact batch cannot be read; asked for again", problem=str(unreadable)
+            )
+            continue
+        names.append(name)
+    return names
 
 
 class _Counter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 
 from soulworker.export.reader import require_fast_json_backend
 from soulworker.jobs.context import JobContext
@@ -23,9 +23,11 @@ from soulworker.pipeline.download_stage import DownloadStage
 from soulworker.pipeline.export_source import ExportSourceFor, StorageExportSource
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import FullPassStage
+from soulworker.pipeline.handoffs import UnreadableHandoff
 from soulworker.pipeline.import_run import ImportRun, Stage
 from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.pipeline.quick_pass_stage import QuickPassStage
+from soulworker.pipeline.stages import PARSE
 from soulworker.pipeline.stall_monitor import StallMonitor
 from soulworker.settings import Settings, SettingsError
 from soulworker.storage.download import DEFAULT_TIMEOUT, StorageConfig, StorageConfigError
@@ -64,7 +66,7 @@ class ImportPipeline:
                 files=cleanup.files_removed,
                 bytes=cleanup.bytes_removed,
             )
-        self.http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        self.http = httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
         if storage is not None:
             storage_source = StorageExportSource(storage, self.http)
             self.export_source_for: ExportSourceFor = lambda job: storage_source
@@ -111,13 +113,21 @@ class ImportPipeline:
                         "the working data of an earlier attempt is gone (pruned); redoing stages",
                         stages=forgotten,
                     )
-                for stage in self.stages:
-                    if stage.is_done(run):
-                        log.info("stage already done; skipped", stage=stage.spec.name)
-                        continue
-                    log.info("stage started", stage=stage.spec.name)
-                    await stage.run(run)
-                    log.info("stage finished", stage=stage.spec.name)
+                try:
+                    await self._run_each(run)
+                except UnreadableHandoff as unreadable:
+                    # Read like pruned data: the stage that keeps it, and every one after it,
+                    # are done again (docs/pipeline.md, "What each stage hands on"). Once.
+                    names = await ctx.artifact_names() - {unreadable.artifact}
+                    forgotten = run.forget_stages_without_their_data(self.stages, names)
+                    if not forgotten:
+                        raise
+                    log.warning(
+                        "the working data of an earlier attempt cannot be read; redoing stages",
+                        artifact=unreadable.artifact,
+                        stages=forgotten,
+                    )
+                    await self._run_each(run)
             except BaseException:
                 # Also on a cancel: the task finishes this write before it ends.
                 await keep_usage_of_unfinished_attempt(run)
@@ -128,11 +138,29 @@ class ImportPipeline:
                 await remove_file(export_path)
         return run.result
 
+    async def _run_each(self, run: ImportRun) -> None:
+        """Run every stage not done yet, in order."""
+        run.export_needed = export_needed(self.stages, run)
+        for stage in self.stages:
+            if stage.is_done(run):
+                log.info("stage already done; skipped", stage=stage.spec.name)
+                continue
+            log.info("stage started", stage=stage.spec.name)
+            await stage.run(run)
+            log.info("stage finished", stage=stage.spec.name)
+
     async def aclose(self) -> None:
         await self.http.aclose()
         if self.model is not None:
             await self.model.aclose()
         self.workspace.close()
+
+
+def export_needed(stages: list[Stage], run: ImportRun) -> bool:
+    """Whether a stage still to run reads the export file: the parse alone does, by its own
+    checkpoint entry. The download keeps no entry (its file lives only in the attempt), so it
+    runs only then (docs/pipeline.md, "What each stage hands on")."""
+    return any(stage.spec == PARSE and not stage.is_done(run) for stage in stages)
 
 
 async def keep_usage_of_unfinished_attempt(run: ImportRun) -> None:

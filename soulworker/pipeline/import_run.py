@@ -20,6 +20,12 @@ from soulworker.jobs.store import Connection, JobStore
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
 from soulworker.pipeline.export_source import ExportSource
+from soulworker.pipeline.handoffs import (
+    PARSE_OUTPUT_ARTIFACT,
+    QUICK_SECTIONS_ARTIFACT,
+    ParseOutput,
+    QuickSections,
+)
 from soulworker.pipeline.stages import StageProgress, StageSpec
 from soulworker.settings import Settings
 from soulworker.soulprint.cost import cost_summary
@@ -36,7 +42,15 @@ class ImportRun:
     model: ModelClient | None = None
     ledger: UsageLedger = field(default_factory=UsageLedger)
     result: dict[str, Any] = field(default_factory=dict)
+    # The download's own state: its file lives only as long as the attempt, so it keeps no
+    # checkpoint entry (docs/pipeline.md, "What each stage hands on").
     downloaded: bool = False
+    # Whether a stage still to run in this attempt reads the export file (the parse); set by the
+    # pipeline from the reading stage's own doneness. No export is fetched that nothing reads.
+    export_needed: bool = True
+    # Result keys of a stage without a checkpoint entry (the download), committed with the
+    # next stage's checkpoint (see ``carry``).
+    _carried: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     last_stage: str = ""  # the stage whose checkpoint marks the job's work complete
 
     def completes_job(self, spec: StageSpec) -> bool:
@@ -96,6 +110,28 @@ class ImportRun:
             query("profile_cost"),
             {"import_cost_json": json.dumps(cost), "user_id": job.user_id, "job_id": job.id},
         )
+
+    def carry(self, patch: dict[str, Any]) -> None:
+        """Keep a result patch of a stage that writes no checkpoint; the next checkpoint
+        commits it (``take_carried_result``)."""
+        self.result.update(patch)
+        self._carried.update(patch)
+
+    def take_carried_result(self) -> dict[str, Any]:
+        """The carried result patches, to write with the checkpoint being committed."""
+        carried, self._carried = self._carried, {}
+        return carried
+
+    async def parse_output(self) -> ParseOutput:
+        """What the parse handed on (raises ``UnreadableHandoff`` when it is gone or unreadable:
+        the pipeline then redoes the parse, see ``handler.ImportPipeline``)."""
+        return ParseOutput.from_json(await self.ctx.artifact(PARSE_OUTPUT_ARTIFACT))
+
+    async def quick_sections(self) -> QuickSections | None:
+        """The quick pass's sections; ``None`` when there are none (the model stages did not
+        run); ``UnreadableHandoff`` when they are not their shape."""
+        saved = await self.ctx.artifact(QUICK_SECTIONS_ARTIFACT)
+        return None if saved is None else QuickSections.from_json(saved)
 
     def progress(self, spec: StageSpec) -> StageProgress:
         return StageProgress(self.ctx, spec)

@@ -12,8 +12,6 @@ it in a thread of its own (see ``parse_thread``) and does the writing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ from soulworker.conversations.duplicates import DuplicateResolver, SeenConversat
 from soulworker.conversations.linearize import BadConversation, linearize
 from soulworker.export.reader import ExportLimits, ExportReader
 from soulworker.llm.models import sample_hard_cap_chars
+from soulworker.pipeline.handoffs import ParseOutput
 from soulworker.pipeline.parse_counts import ParseCounts
 from soulworker.pipeline.parse_thread import ParseChannel
 from soulworker.settings import Settings
@@ -48,7 +47,7 @@ class DeleteChunks:
     indexes: range
 
 
-ParseOutput = WriteChunks | DeleteChunks
+ChunkRowChange = WriteChunks | DeleteChunks
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,9 @@ class ParseSummary:
 
     counts: ParseCounts
     uncompressed_bytes: int
-    # Encoded here, in the parse thread: the chunk layout of an export of a million tiny
-    # conversations takes ~0.2 s to encode, which would be a stall on the loop.
+    # The parse output (``handoffs.ParseOutput``), encoded here, in the parse thread: the chunk
+    # layout of an export of a million tiny conversations takes ~0.2 s to encode, which would
+    # be a stall on the loop.
     artifact_json: str
     persona_counts: dict[str, dict[str, int]]
     rows: int  # chunk indexes handed out (rows sent, replaced ones included)
@@ -97,7 +97,7 @@ class ParsePass:
         self.layout = ChunkLayout()
         self.next_index = 0
         self._reader: ExportReader | None = None
-        self._channel: ParseChannel[ParseOutput, ParseSummary] | None = None
+        self._channel: ParseChannel[ChunkRowChange, ParseSummary] | None = None
 
     @property
     def progress(self) -> float:
@@ -105,7 +105,7 @@ class ParsePass:
         reader = self._reader
         return reader.progress if reader is not None else 0.0
 
-    def run(self, channel: ParseChannel[ParseOutput, ParseSummary]) -> ParseSummary:
+    def run(self, channel: ParseChannel[ChunkRowChange, ParseSummary]) -> ParseSummary:
         """Read the whole export, sending rows through ``channel``; the summary at the end."""
         self._channel = channel
         try:
@@ -139,7 +139,7 @@ class ParsePass:
         self.persona.add_conversation(conversation)
         self._keep(conversation)
 
-    def _send(self, output: ParseOutput, size: int) -> None:
+    def _send(self, output: ChunkRowChange, size: int) -> None:
         assert self._channel is not None
         self._channel.put(output, size)
 
@@ -222,46 +222,19 @@ class ParsePass:
         for key, messages in previous.unknown_content_types:
             counts.unknown_content_types.remove(key, messages)
 
-    def artifact(self) -> dict[str, Any]:
+    def artifact(self) -> ParseOutput:
         """What the model stages need from the export, so none of them reads it again."""
-        return {**self._artifact_fields(), "chunk_layout": self.layout.to_json()}
-
-    def artifact_json(self) -> str:
-        """``artifact()`` as JSON text, made in slices: one ``json.dumps`` of the chunk layout
-        of a million chunks runs ~0.2 s in C without letting go of the GIL, so the event loop
-        waited for it; here no step holds the GIL for more than a few milliseconds."""
-        layout = self.layout
-        return "".join(
-            (
-                json.dumps(self._artifact_fields())[:-1],
-                ', "chunk_layout": {"header_chars": ',
-                _int_list_json(layout.header_chars),
-                ', "overlap_chars": ',
-                _int_list_json(layout.overlap_chars),
-                "}}",
-            )
+        sample = self.sampler.sample()
+        return ParseOutput(
+            sample_text=sample.text,
+            sample_conversation_ids=tuple(sample.conversation_ids),
+            top_conversations=tuple(
+                (ranked.conversation_id, ranked.score) for ranked in self.sampler.top_ids()
+            ),
+            persona_text=self.persona.digest().text,
+            chunk_layout=self.layout,
         )
 
-    def _artifact_fields(self) -> dict[str, Any]:
-        sample = self.sampler.sample()
-        return {
-            "sample_text": sample.text,
-            "sample_conversation_ids": list(sample.conversation_ids),
-            "top_conversations": [
-                [ranked.conversation_id, ranked.score] for ranked in self.sampler.top_ids()
-            ],
-            "persona_text": self.persona.digest().text,
-        }
-
-
-JSON_SLICE = 65_536
-"""Integers encoded per step by ``_int_list_json``: a few milliseconds of C each."""
-
-
-def _int_list_json(values: Sequence[int]) -> str:
-    """The JSON list of ``values``, encoded a slice at a time."""
-    slices = (
-        ",".join(map(str, values[start : start + JSON_SLICE]))
-        for start in range(0, len(values), JSON_SLICE)
-    )
-    return "[" + ",".join(slices) + "]"
+    def artifact_json(self) -> str:
+        """``artifact()`` as JSON text (in slices: ``ParseOutput.to_json_text``)."""
+        return self.artifact().to_json_text()

@@ -25,11 +25,12 @@ from soulworker.export.errors import EmptyExport
 from soulworker.export.reader import ExportLimits
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
+from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import ParseCounts
 from soulworker.pipeline.parse_pass import (
+    ChunkRowChange,
     DeleteChunks,
-    ParseOutput,
     ParsePass,
     ParseSummary,
 )
@@ -47,8 +48,6 @@ queue throttles the database writes further."""
 STOP_WAIT_SECONDS = 10.0
 """How long a stopped parse may take to notice: it checks at every read of the export, so it
 normally stops within milliseconds; this only bounds a thread stuck in a single step."""
-
-PARSE_OUTPUT_ARTIFACT = "parse_output"
 
 
 class ParseStage:
@@ -100,9 +99,7 @@ class ParseStage:
             }
             run.result.update(result)
             seconds = run.record_stage_seconds(PARSE.name, time.monotonic() - started)
-            carried: dict[str, Any] = {
-                key: run.result[key] for key in ("export_bytes", "download") if key in run.result
-            }
+            carried = run.take_carried_result()  # the download's (docs/pipeline.md)
             await tx.advance(
                 stage=PARSE.name,
                 percent=PARSE.end,
@@ -129,7 +126,9 @@ class ParseStage:
         copy_seconds: float,
     ) -> ParseSummary:
         """Run the pass in its thread and store the rows it produces, in order; its summary."""
-        channel: ParseChannel[ParseOutput, ParseSummary] = ParseChannel(asyncio.get_running_loop())
+        channel: ParseChannel[ChunkRowChange, ParseSummary] = ParseChannel(
+            asyncio.get_running_loop()
+        )
         start_parse_thread(channel, parse.run, name="soulworker-parse")
         finished = False
         try:
@@ -153,7 +152,7 @@ class ParseStage:
                     log.warning("the parse thread did not stop in time; left to finish alone")
 
 
-async def _write_outputs(writer: ChunkWriter, outputs: list[ParseOutput]) -> None:
+async def _write_outputs(writer: ChunkWriter, outputs: list[ChunkRowChange]) -> None:
     """Send one batch of the parse's output to the database, in order."""
     for output in outputs:
         if isinstance(output, DeleteChunks):

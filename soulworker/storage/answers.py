@@ -21,7 +21,7 @@ import json
 import re
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 ERROR_BODY_MAX_BYTES = 64 * 1024
 """An error body is a small JSON object; never read more than this of one."""
@@ -186,7 +186,7 @@ class StorageAnswer:
         return shown
 
 
-async def read_limited(response: httpx.Response, limit: int = ERROR_BODY_MAX_BYTES) -> bytes:
+async def read_limited(response: httpx2.Response, limit: int = ERROR_BODY_MAX_BYTES) -> bytes:
     """At most ``limit`` bytes of ``response``'s body; the rest is never read."""
     data = bytearray()
     async for chunk in response.aiter_raw():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from soulworker.storage.answers import AnswerReason, StorageAnswer, read_limited
 from soulworker.storage.download import StorageConfig
@@ -38,12 +38,12 @@ def bucket_url(config: StorageConfig, bucket: str) -> str:
 
 
 async def probe_bucket(
-    client: httpx.AsyncClient, config: StorageConfig, bucket: str
+    client: httpx2.AsyncClient, config: StorageConfig, bucket: str
 ) -> BucketProbe:
     """Ask Storage about ``bucket`` with the service key.
 
     ``client`` must not follow redirects (the key's headers would go wherever they point).
-    Transport errors (``httpx.HTTPError``, timeouts) are the caller's to describe.
+    Transport errors (``httpx2.HTTPError``, timeouts) are the caller's to describe.
     """
     # auth_headers() carries soulworker's User-Agent: a browser-like one gets sb_secret_ keys
     # refused.

@@ -14,7 +14,7 @@ so failures are classified by ``statusCode``/``code`` in the body, not by the st
 
 Two secrets rules hold everywhere here: the key is sent in headers only and never appears in
 an exception message, a log line, or the ``repr`` of ``StorageConfig``; and redirects are
-never followed, because httpx would carry the ``apikey`` header to wherever they point.
+never followed, because httpx2 would carry the ``apikey`` header to wherever they point.
 
 Before the body is read, the free disk space is checked against the bytes still to come
 (``check_disk_space``): an export that cannot fit fails at once instead of after writing
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import structlog
 import tenacity
 
@@ -91,7 +91,7 @@ DISK_RESERVE_BYTES = 256 * 1024 * 1024
 duplicate registry of a huge export: ~40 MB per million conversations), other jobs' small
 files and the system. An export that needs more than the free space minus this waits."""
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
+DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
 """connect: a healthy Storage host accepts within seconds; read: the longest silence
 between body bytes tolerated before resuming; write: requests are headers only; pool: wait
 for a connection of a shared client."""
@@ -143,7 +143,7 @@ class StorageConfig:
 
     base_url: str
     service_key: str = field(repr=False)
-    timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
+    timeout: httpx2.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _validated_base_url(self.base_url))
@@ -236,7 +236,7 @@ async def download_export(
     *,
     max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
     progress: ProgressCallback | None = None,
-    client: httpx.AsyncClient | None = None,
+    client: httpx2.AsyncClient | None = None,
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     disk_reserve_bytes: int = DISK_RESERVE_BYTES,
 ) -> DownloadResult:
@@ -260,7 +260,7 @@ async def download_export(
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
     own_client = client is None
-    http = client or httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+    http = client or httpx2.AsyncClient(timeout=config.timeout, follow_redirects=False)
     try:
         async with _FileSink(destination) as sink:
             run = _Download(
@@ -323,7 +323,7 @@ class _Download:
         config: StorageConfig,
         path: StoragePath,
         sink: _FileSink,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         max_bytes: int,
         progress: ProgressCallback | None,
         policy: RetryPolicy,
@@ -461,16 +461,16 @@ class _Download:
             ) as response:
                 await self._handle(response, offset)
         except (
-            httpx.TimeoutException,
-            httpx.NetworkError,
-            httpx.RemoteProtocolError,
-            httpx.ProxyError,
+            httpx2.TimeoutException,
+            httpx2.NetworkError,
+            httpx2.RemoteProtocolError,
+            httpx2.ProxyError,
         ) as exc:
             # Keep what arrived intact: the next request resumes right after it.
             await sink.flush()
             raise _Retryable(type(exc).__name__) from exc
 
-    async def _handle(self, response: httpx.Response, offset: int) -> None:
+    async def _handle(self, response: httpx2.Response, offset: int) -> None:
         state = self._state
         status = response.status_code
         if status not in (200, 206):
@@ -520,7 +520,7 @@ class _Download:
         await self._report()
         await self._stream_body(response)
 
-    async def _stream_body(self, response: httpx.Response) -> None:
+    async def _stream_body(self, response: httpx2.Response) -> None:
         state, sink = self._state, self._sink
         async for chunk in response.aiter_raw():
             if sink.received + len(chunk) > self._max_bytes:
@@ -682,7 +682,7 @@ class _FileSink:
 # -- response classification ---------------------------------------------------------------
 
 
-def _classify(status: int, body: bytes, headers: httpx.Headers) -> Exception:
+def _classify(status: int, body: bytes, headers: httpx2.Headers) -> Exception:
     """Turn an error response into the exception it calls for (raised by the caller).
 
     What the answer means is ``storage.answers``' reading, shared with ``soulworker doctor``;

@@ -496,3 +496,53 @@ def test_a_retry_after_the_working_data_was_pruned_reads_the_export_again(
         profile = h.profile(user)
         assert profile is not None
         assert profile["import_status"] == "complete"
+
+
+def test_a_retry_skips_a_finished_parse_and_redoes_one_whose_output_cannot_be_read(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The download keeps no checkpoint entry: it runs only while the parse is still to run.
+    A parse output that is not its contract's shape is read like pruned data: the parse (and the
+    download before it) are done again, in the same attempt (docs/pipeline.md)."""
+    export = zip_export(tmp_path, seed=78, conversations=4)
+    with ImportHarness(database_url, model_api=True) as h:
+        assert h.api is not None
+        h.api.responder = LooseModel()
+        h.api.script(spend_limit(when=purpose_is("quick_pass")))
+        user, job_id, _ = run_one(h, export)
+        assert h.job(job_id)["checkpoint"]["parse"]["done"] is True
+        downloads = sum(1 for r in h.storage.requests if r.method == "GET")
+        assert downloads > 0
+
+        # A retry that fails in the quick pass again: the parse is done, so nothing is fetched.
+        h.api.script(spend_limit(when=purpose_is("quick_pass")))
+        [row] = query(database_url, "select retry_import_job(%s) as status", job_id)
+        assert row["status"] == "queued"
+        worker = h.worker().start()
+        assert worker.wait(WORKER_TIMEOUT_SECONDS) == 0, worker.output()[-3000:]
+        assert h.job(job_id)["errors"][-1]["code"] == "model_spend_limit"
+        assert sum(1 for r in h.storage.requests if r.method == "GET") == downloads
+        assert "download" not in h.job(job_id)["checkpoint"], "the download keeps no entry"
+
+        # The stored parse output loses a field every version wrote: unreadable.
+        query(
+            database_url,
+            "update import_job_artifacts set content = content - 'sample_text' "
+            "where job_id = %s and name = 'parse_output'",
+            job_id,
+        )
+        [row] = query(database_url, "select retry_import_job(%s) as status", job_id)
+        assert row["status"] == "queued"
+        worker = h.worker().start()
+        assert worker.wait(WORKER_TIMEOUT_SECONDS) == 0, worker.output()[-3000:]
+        assert "cannot be read; redoing stages" in worker.output()
+        job = h.job(job_id)
+        assert job["status"] == "succeeded", job["last_error"]
+        assert sum(1 for r in h.storage.requests if r.method == "GET") > downloads, "read again"
+        [*_, quick] = [r for r in h.api.message_requests if r.purpose == "quick_pass"]
+        sample = re.search(r"<conversation_data>\n(.*?)\n</conversation_data>", quick.text, re.S)
+        assert sample is not None and len(sample.group(1)) > 1_000, "a real sample, not nothing"
+        assert h.chunk_count(user) == job["result"]["chunks"] > 0
+        profile = h.profile(user)
+        assert profile is not None
+        assert profile["import_status"] == "complete"

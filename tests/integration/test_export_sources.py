@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import tenacity
 
@@ -107,7 +107,7 @@ async def test_both_sources_bring_the_same_bytes(export: Path, tmp_path: Path) -
     via_file = tmp_path / "file.export"
     with StorageServer(service_key=FAKE_SERVICE_JWT) as server:
         server.put_file("imports", OBJECT, export)
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with httpx2.AsyncClient(timeout=5.0) as http:
             storage = StorageExportSource(StorageConfig(server.url, FAKE_SERVICE_JWT), http)
             stored = await storage.fetch(
                 a_job(),
@@ -181,7 +181,7 @@ async def test_only_the_storage_source_checks_the_storage_path(
     export: Path, destination: Path
 ) -> None:
     outside = a_job(storage_path=f"imports/{uuid.uuid4()}/export.zip")
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         storage = StorageExportSource(StorageConfig("http://127.0.0.1:9", FAKE_SERVICE_JWT), http)
         with pytest.raises(InvalidStoragePath):
             await storage.fetch(

@@ -289,8 +289,10 @@ async def test_401_is_permanent_and_never_shows_the_key(
     fake: FakeMessagesAPI, sleeps: RecordingSleep, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.script(fakes.unauthorized())
-    caplog.set_level(logging.DEBUG)  # the SDK's and httpx2's own loggers too
     with captured_logs() as logs:
+        # The SDK's and the HTTP stack's own loggers too, below the level the daemon keeps.
+        for name in (None, "anthropic", "httpx2", "httpcore2"):
+            caplog.set_level(logging.DEBUG, logger=name)
         client = make_client(fake, sleeps)
         async with client:
             with pytest.raises(ModelAuthFailed) as caught:

@@ -21,7 +21,7 @@ from soulworker.conversations.citations import MARKER_CHARACTERS
 from soulworker.conversations.derived_ids import DERIVED_ID_PREFIX
 from soulworker.conversations.message_text import IMAGE_PLACEHOLDER, TRUNCATION_MARKER
 from soulworker.jobs.store import JobStore
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT
+from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.settings import Settings
 from soulworker.testing.export_generator import ExportForm, Feature, GeneratorConfig, write_export
 from tests.integration.test_parse_stage import (

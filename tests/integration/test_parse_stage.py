@@ -25,8 +25,9 @@ from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
 from soulworker.pipeline.export_source import LocalFileExportSource
+from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.parse_stage import PARSE_OUTPUT_ARTIFACT, ParseStage
+from soulworker.pipeline.parse_stage import ParseStage
 from soulworker.settings import Settings
 from soulworker.testing.export_generator import (
     ConversationFacts,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import httpx2
 import pytest
 import structlog
 import tenacity
@@ -126,7 +126,7 @@ async def _download(
     sleep: RecordingSleep,
     *,
     key: str = FAKE_SERVICE_JWT,
-    timeout: httpx.Timeout | None = None,
+    timeout: httpx2.Timeout | None = None,
     path: StoragePath | None = None,
     retry: RetryPolicy | None = None,
     max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
@@ -134,7 +134,7 @@ async def _download(
     disk_reserve_bytes: int = DISK_RESERVE_BYTES,
 ) -> DownloadResult:
     config = StorageConfig(
-        base_url=server.url, service_key=key, timeout=timeout or httpx.Timeout(5.0)
+        base_url=server.url, service_key=key, timeout=timeout or httpx2.Timeout(5.0)
     )
     return await download_export(
         config,
@@ -305,7 +305,7 @@ async def test_resumes_after_a_read_timeout(
     server: StorageServer, export_file: Path, destination: Path, sleep: RecordingSleep
 ) -> None:
     server.add_fault(Stall(after_bytes=500_000, seconds=10))
-    timeout = httpx.Timeout(5.0, read=0.3)
+    timeout = httpx2.Timeout(5.0, read=0.3)
     result = await _download(server, destination, sleep, timeout=timeout)
 
     assert destination.read_bytes() == export_file.read_bytes()
@@ -623,7 +623,7 @@ async def test_fake_serves_the_authenticated_route_head_and_refuses_browsers(
 ) -> None:
     with StorageServer(service_key=FAKE_SECRET_KEY) as server:
         server.put_file("imports", OBJECT, export_file)
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx2.AsyncClient(base_url=server.url) as client:
             authed = await client.get(
                 f"/storage/v1/object/authenticated/imports/{OBJECT}",
                 headers={"apikey": FAKE_SECRET_KEY, "Range": "bytes=-10"},

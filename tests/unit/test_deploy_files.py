@@ -74,6 +74,13 @@ RENDER_PLAN_MEMORY_MB = {
 RENDER_REGIONS = frozenset({"oregon", "ohio", "virginia", "frankfurt", "singapore"})
 # Render's accepted range for maxShutdownDelaySeconds (docs/platform.md).
 RENDER_MAX_SHUTDOWN_DELAY_SECONDS = 300
+# What a model call in flight at SIGTERM needs to finish (docs/platform.md, "What a deploy costs"):
+# the largest output limit any stage asks for (the quick pass's and the v2 sections' retry,
+# 16,384 tokens; the finish stage's reductions ask for 16,000) at an output rate of 100 tokens/s,
+# the low end for a Haiku-class model, plus up to 10 s before the first token of a long prompt.
+LONGEST_MODEL_OUTPUT_TOKENS = 16_384
+OUTPUT_TOKENS_PER_SECOND = 100
+FIRST_TOKEN_SECONDS = 10
 # BENCHMARKS.md: a job's peak RSS stays under this.
 PEAK_JOB_RSS_MB = 200
 # Measured: the interpreter with soulworker, psycopg and the anthropic SDK loaded, ~95 MiB.
@@ -687,6 +694,26 @@ def test_the_shutdown_delay_covers_the_shutdown_budget_and_release_grace(
     assert delay > (
         blueprint_settings.shutdown_seconds + RELEASE_GRACE_SECONDS + CANCEL_GRACE_SECONDS
     )
+
+
+def test_the_shutdown_budget_lets_a_model_call_in_flight_finish(
+    blueprint_settings: Settings,
+) -> None:
+    longest_call = LONGEST_MODEL_OUTPUT_TOKENS / OUTPUT_TOKENS_PER_SECOND + FIRST_TOKEN_SECONDS
+    assert blueprint_settings.shutdown_seconds >= longest_call
+    # A model request is cut off by its own timeout in any case; a budget past it buys nothing.
+    assert blueprint_settings.shutdown_seconds <= blueprint_settings.model_timeout_seconds
+
+
+def test_the_default_shutdown_budget_fits_the_platforms_default_delay() -> None:
+    """Without render.yaml (a service made by hand, another platform) the delay is 30 s."""
+    default_delay = 30
+    budget = Settings().shutdown_seconds
+    assert budget + RELEASE_GRACE_SECONDS + CANCEL_GRACE_SECONDS < default_delay
+
+
+def test_deploys_wait_for_checks_to_pass(worker: dict[str, Any]) -> None:
+    assert worker["autoDeployTrigger"] == "checksPass"
 
 
 def test_secrets_are_prompted_for_and_never_committed(

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from soulworker.export.reader import ExportLimits
-from soulworker.pipeline import parse_pass
+from soulworker.pipeline import handoffs
+from soulworker.pipeline.handoffs import ParseOutput
 from soulworker.pipeline.parse_pass import (
+    ChunkRowChange,
     DeleteChunks,
-    ParseOutput,
     ParsePass,
     ParseSummary,
     WriteChunks,
@@ -26,16 +27,16 @@ from soulworker.settings import Settings
 from soulworker.testing.hostile_exports import tiny_conversation
 
 
-async def run_pass(export: Path) -> tuple[ParsePass, list[ParseOutput], ParseSummary]:
+async def run_pass(export: Path) -> tuple[ParsePass, list[ChunkRowChange], ParseSummary]:
     parse = ParsePass(
         Settings(),
         export,
         limits=ExportLimits(scan_process_min_bytes=None),
         job_started=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    channel: ParseChannel[ParseOutput, ParseSummary] = ParseChannel(asyncio.get_running_loop())
+    channel: ParseChannel[ChunkRowChange, ParseSummary] = ParseChannel(asyncio.get_running_loop())
     start_parse_thread(channel, parse.run, name="test-parse")
-    outputs: list[ParseOutput] = []
+    outputs: list[ChunkRowChange] = []
     while (taken := await channel.take(0.05)) is not None:
         outputs.extend(taken)
     return parse, outputs, channel.outcome()
@@ -66,12 +67,14 @@ async def test_rows_are_numbered_in_order_and_replaced_copies_sent_back(tmp_path
 async def test_the_artifact_json_is_the_plain_encoding(
     tmp_path: Path, slice_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(parse_pass, "JSON_SLICE", slice_size)
+    monkeypatch.setattr(handoffs, "JSON_SLICE", slice_size)
     export = tmp_path / "export.json"
     export.write_text(json.dumps([tiny_conversation(n) for n in range(7)]), encoding="utf-8")
     parse, _, summary = await run_pass(export)
-    assert json.loads(summary.artifact_json) == parse.artifact()
-    assert len(parse.artifact()["chunk_layout"]["header_chars"]) == 7
+    stored = json.loads(summary.artifact_json)
+    assert stored == parse.artifact().to_json()
+    assert ParseOutput.from_json(stored).to_json() == stored, "what later stages read back"
+    assert len(parse.artifact().chunk_layout.header_chars) == 7
 
 
 async def test_an_empty_layout_is_an_empty_list(tmp_path: Path) -> None:

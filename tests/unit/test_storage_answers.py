@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -201,7 +201,7 @@ BODIES: list[Any] = [
 def test_the_download_and_the_bucket_check_agree(status: int, body: Any) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     reason = StorageAnswer.parse(status, raw).reason
-    outcome = _classify(status, raw, httpx.Headers())
+    outcome = _classify(status, raw, httpx2.Headers())
     verdict = classify_bucket_response(status, raw)
 
     if reason is AnswerReason.KEY_REFUSED:
@@ -239,7 +239,7 @@ def test_only_an_explicit_true_makes_a_bucket_public() -> None:
 
 async def test_an_error_body_is_read_up_to_the_limit_and_no_further() -> None:
     sent = b"x" * (ERROR_BODY_MAX_BYTES * 3)
-    response = httpx.Response(400, stream=httpx.ByteStream(sent))
+    response = httpx2.Response(400, stream=httpx2.ByteStream(sent))
     body = await read_limited(response)
     assert body == sent[:ERROR_BODY_MAX_BYTES]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import unquote
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -154,7 +154,7 @@ def _assert_confined(path: StoragePath) -> None:
     prefix = f"{OBJECT_URL_PREFIX}{path.bucket}/"
     url_path = path.url_path()
     assert url_path.startswith(prefix)
-    normalised = httpx.URL("https://project.supabase.co" + url_path).raw_path.decode()
+    normalised = httpx2.URL("https://project.supabase.co" + url_path).raw_path.decode()
     assert normalised == url_path
     tail = url_path[len(prefix) :]
     assert all(segment not in ("", ".", "..") for segment in tail.split("/"))
