@@ -149,6 +149,24 @@ def _model_id(raw: str) -> str:
     return value
 
 
+def _optional_int_at_least(minimum: int) -> Callable[[str], int | None]:
+    whole = _int_at_least(minimum)
+
+    def parse(raw: str) -> int | None:
+        return whole(raw) if raw.strip() else None
+
+    return parse
+
+
+def _optional_price(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        return _non_negative_number(raw)
+    except ValueError:
+        raise ValueError("a price in USD per million tokens, such as 0.02") from None
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -443,6 +461,53 @@ class Settings:
         "Character budget for custom instructions and memory writes given to the model as "
         "their own input; newest first.",
         _int_at_least(0), group="model",
+    )
+
+    # --- embeddings (docs/embeddings.md)
+    embed_provider: str = _knob(
+        "SOULWORKER_EMBED_PROVIDER", "off",
+        "bedrock (Titan Text Embeddings V2 through bedrock-runtime InvokeModel, what the app "
+        "embeds its questions with), openai (any OpenAI-compatible POST {base}/embeddings: "
+        "OpenAI, Azure, Ollama, vLLM, TEI, LM Studio), or off (chunks are not embedded).",
+        _choice("off", "bedrock", "openai"), group="embeddings",
+    )
+    embed_model: str | None = _knob(
+        "SOULWORKER_EMBED_MODEL", None,
+        "Model id sent to the provider; it must be the model the app embeds questions with, or "
+        "search finds nothing.",
+        _model_id, group="embeddings",
+        default_text="amazon.titan-embed-text-v2:0 (bedrock), text-embedding-3-small (openai)",
+    )
+    embed_dimensions: int | None = _knob(
+        "SOULWORKER_EMBED_DIMENSIONS", None,
+        "Vector length requested. A provider or model that cannot produce it is refused at "
+        "start (doctor makes one live call).",
+        _optional_int_at_least(1), group="embeddings",
+        default_text="the embedding column's own dimension",
+    )
+    embed_endpoint_url: str | None = _knob(
+        "SOULWORKER_EMBED_ENDPOINT_URL", None,
+        "Base URL: the Bedrock runtime endpoint, or the OpenAI-compatible base such as "
+        "http://localhost:11434/v1. Tests point it at a local server.",
+        _http_url, group="embeddings", default_text="the provider's own",
+    )
+    embed_api_key: str | None = _knob(
+        "SOULWORKER_EMBED_API_KEY", None,
+        "Bearer key for openai (falls back to OPENAI_API_KEY); a local server may need none. "
+        "Bedrock uses the standard AWS variables instead.",
+        _optional_text, secret=True, group="embeddings",
+    )
+    embed_concurrency: int = _knob(
+        "SOULWORKER_EMBED_CONCURRENCY", 4,
+        "Embedding requests in flight per process; halved on throttling and grown back on "
+        "success, so a busy account slows soulworker down instead of failing imports.",
+        _int_at_least(1), group="embeddings",
+    )
+    embed_price_per_mtok: float | None = _knob(
+        "SOULWORKER_EMBED_PRICE_PER_MTOK", None,
+        "USD per million input tokens, for the cost record ($0.02 for Titan V2 and "
+        "text-embedding-3-small, $0.13 for -large); 0 for a self-hosted model.",
+        _optional_price, group="embeddings", default_text="provider list price",
     )
 
     # --- logs

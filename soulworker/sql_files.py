@@ -3,8 +3,8 @@
 ``sql/queries/<owner>/<name>.sql`` holds one statement each, named for what it does
 (``claim_job``, ``heartbeat``), with psycopg ``%(name)s`` placeholders: values always travel as
 parameters. The folder says which part of soulworker runs it (``jobs``, ``pipeline``,
-``operator``, ``migrate``, ``exposure``, ``doctor``, ``local``); code asks for a query by its name
-alone, so names are unique across folders (checked when the index is built).
+``operator``, ``migrate``, ``exposure``, ``doctor``, ``local``, ``embeddings``); code asks for a
+query by its name alone, so names are unique across folders (checked when the index is built).
 ``sql/migrations/NNNN_name.sql`` are applied in order by ``soulworker migrate``.
 
 In an installed copy the files ship inside the package (``soulworker/sql``, mapped from the

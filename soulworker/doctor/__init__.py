@@ -17,17 +17,20 @@ Statuses and what they mean for the exit code (0 only when nothing failed):
   JSON parser, no usable temp space.
 * ``skip``: not checked, with the reason: it depends on a check that failed (LISTEN needs the
   database), its settings are missing (already a configuration failure), or it does not apply
-  (the model check when ``SOULWORKER_MODEL_STAGES=off``). A skip never changes the exit code
+  (the model check when ``SOULWORKER_MODEL_STAGES=off``, the embeddings check when
+  ``SOULWORKER_EMBED_PROVIDER=off``). A skip never changes the exit code
   by itself.
 
 Checks are independent: each runs concurrently with the others, a failure in one never stops
 another, and each has its own time limit (:data:`CHECK_TIMEOUT_SECONDS`), so doctor never
-hangs on a silent host. Only ``listen``, ``migrations`` and ``exposure`` wait for ``database``.
+hangs on a silent host. Only ``listen``, ``migrations``, ``exposure`` and ``embeddings`` wait for
+``database``.
 
 A check asks the service it checks, through that service's own probe, what it would say: the
 Storage client reads Storage's answers (``soulworker.storage.answers``, ``storage.buckets``), the
 database layer describes a failed connection (``soulworker.db_failures``), the model client
-explains its errors to an operator (``soulworker.llm.errors.advice_for_operator``), the export
+explains its errors to an operator (``soulworker.llm.errors.advice_for_operator``), the embedder
+says what to change (``EmbeddingError.operator_line``), the export
 reader says whether its parser is usable. Doctor decides only how serious each answer is and how
 to say it, so when Supabase phrases an error differently the change is made once.
 
@@ -39,7 +42,8 @@ Modules: :mod:`.core` (statuses, outcomes, the report, running checks with their
 and time limits), :mod:`.render` (text and JSON), :mod:`.checks` (the list), and one module
 per family: :mod:`.configuration`, :mod:`.database` (connection, pooler, LISTEN, migrations),
 :mod:`.exposure` (with :mod:`.api_exposure`, what Supabase's API can reach), :mod:`.storage`,
-:mod:`.model`, :mod:`.machine` (the JSON parser, temp space).
+:mod:`.model`, :mod:`.embeddings` (the column's length, proved by one live call),
+:mod:`.machine` (the JSON parser, temp space).
 May import every room below the commands; never ``cli``, ``daemon``, ``pipeline`` or ``local``.
 """
 

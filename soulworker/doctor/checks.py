@@ -13,6 +13,7 @@ from soulworker.doctor.core import (
     run_checks,
 )
 from soulworker.doctor.database import DATABASE, LISTEN, MIGRATIONS, POOLER
+from soulworker.doctor.embeddings import EMBEDDINGS
 from soulworker.doctor.exposure import EXPOSURE
 from soulworker.doctor.machine import IJSON, TEMP_SPACE
 from soulworker.doctor.model import MODEL
@@ -27,11 +28,12 @@ CHECKS: tuple[Check, ...] = (
     EXPOSURE,
     STORAGE,
     MODEL,
+    EMBEDDINGS,
     IJSON,
     TEMP_SPACE,
 )
-"""Every check, in the order they are reported. Only ``listen``, ``migrations`` and
-``exposure`` wait for another (``database``)."""
+"""Every check, in the order they are reported. Only ``listen``, ``migrations``, ``exposure``
+and ``embeddings`` wait for another (``database``)."""
 
 CHECK_NAMES: tuple[str, ...] = tuple(check.name for check in CHECKS)
 

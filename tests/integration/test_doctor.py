@@ -213,6 +213,9 @@ def test_a_healthy_setup_passes_every_check(
     for entry in report["checks"]:
         # Free space depends on the machine: a small disk may warn, never fail.
         expected = {"ok", "warn"} if entry["name"] == "temp_space" else {"ok"}
+        if entry["name"] == "embeddings":
+            # Off by default (and this server has no pgvector): test_embeddings_doctor.py.
+            expected = {"skip"}
         assert entry["status"] in expected, entry
     assert run.check("database")["details"]["server_version_num"] >= 150000
     assert run.check("migrations")["details"]["applied"] == len(migration_files())
