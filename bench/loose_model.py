@@ -131,14 +131,18 @@ def report(
     print(f"hard violation in every first quick-pass answer: {hard_violations}")
     print(f"imports completed: {len(completed)} of {started} started")
     print(f"attempts: {Counter(job['attempt'] for job in jobs)}")
-    print(f"statuses: {Counter(job['status'] for job in jobs)}; errors: "
-          f"{Counter(e['code'] for job in jobs for e in job['errors'])}")
+    print(
+        f"statuses: {Counter(job['status'] for job in jobs)}; errors: "
+        f"{Counter(e['code'] for job in jobs for e in job['errors'])}"
+    )
     print(
         f"calls per import: median {statistics.median(calls)}, min {min(calls)}, "
         f"max {max(calls)}; by purpose (all imports): {dict(sorted(by_purpose.items()))}"
     )
-    print(f"re-asks: {re_asks}; fallback names: "
-          f"{sum(1 for job in jobs if job['ai_name'] in FALLBACK_NAMES)}")
+    print(
+        f"re-asks: {re_asks}; fallback names: "
+        f"{sum(1 for job in jobs if job['ai_name'] in FALLBACK_NAMES)}"
+    )
     print(f"repairs and skips recorded, by rule: {dict(rules.most_common())}")
     print(f"recorded: {dict(recorded)}")
     print(f"billed:   {billed}")

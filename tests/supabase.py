@@ -77,9 +77,7 @@ class RoleSet:
 
 
 @contextmanager
-def supabase_api_roles(
-    server_url: str, roles: dict[str, str] | None = None
-) -> Iterator[None]:
+def supabase_api_roles(server_url: str, roles: dict[str, str] | None = None) -> Iterator[None]:
     """``anon``, ``authenticated`` and ``service_role`` exist while the block runs (``roles``:
     other names and attributes, for testing this very function)."""
     role_set = RoleSet(dict(SUPABASE_ROLES if roles is None else roles))
@@ -108,7 +106,8 @@ def _create_missing_roles(conn: psycopg.Connection[tuple[object, ...]], roles: R
                     conn.execute(
                         sql.SQL("create role {} {}").format(
                             # The attributes are this module's own constants, never input.
-                            sql.Identifier(name), sql.SQL(attributes)
+                            sql.Identifier(name),
+                            sql.SQL(attributes),
                         )
                     )
                     conn.execute(
@@ -220,8 +219,9 @@ def supabase_database(server_url: str, *, app_tables: bool = False) -> Iterator[
             install_auth_schema(admin)
             # Supabase's postgres may read and reference auth.users (foreign keys to it).
             admin.execute(
-                sql.SQL("grant usage on schema auth to {owner}; grant all on auth.users to {owner}")
-                .format(owner=sql.Identifier(owner))
+                sql.SQL(
+                    "grant usage on schema auth to {owner}; grant all on auth.users to {owner}"
+                ).format(owner=sql.Identifier(owner))
             )
         with psycopg.connect(owner_url, autocommit=True) as conn:
             grant_supabase_default_privileges(conn)

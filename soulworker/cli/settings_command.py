@@ -13,9 +13,7 @@ def register(subparsers: Any) -> None:
         "settings",
         help="list the settings, their defaults and the values in effect",
     )
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the README's settings table"
-    )
+    parser.add_argument("--markdown", action="store_true", help="print the README's settings table")
     parser.set_defaults(func=run)
 
 

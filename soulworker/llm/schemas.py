@@ -401,4 +401,3 @@ FACT_CATEGORY_REDUCTION: Mapping[str, OutputSchema] = {
     )
     for category in FACT_CATEGORIES
 }
-

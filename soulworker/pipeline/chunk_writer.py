@@ -40,6 +40,7 @@ _COLUMN_TYPES = [
     "uuid", "text", "text", "text", "int4", "timestamptz", "bool", "text", "uuid", "int4", "int4",
 ]  # fmt: skip
 
+
 class ChunkWriter:
     def __init__(self, conn: Connection, *, job_id: UUID, user_id: UUID) -> None:
         self.conn = conn

@@ -23,7 +23,8 @@ def _brief(totals: UsageTotals) -> dict[str, Any]:
     data = totals.to_dict()
     return {
         "calls": data["calls"],
-        "input_tokens": data["input_tokens"] + data["cache_creation_input_tokens"]
+        "input_tokens": data["input_tokens"]
+        + data["cache_creation_input_tokens"]
         + data["cache_read_input_tokens"],
         "output_tokens": data["output_tokens"],
         "usd": data["cost_usd"],

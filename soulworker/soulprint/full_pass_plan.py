@@ -132,7 +132,8 @@ def plan_full_pass(
             "chunks": len(skipped),
             "input_tokens": total_tokens - selected_tokens,
             "oldest_kept": min(stat.created_at for stat in selected).isoformat()
-            if selected else None,
+            if selected
+            else None,
             "reason": (
                 f"the export needs about {total_tokens:,} input tokens; the full-pass budget is "
                 f"{budget_tokens:,} (SOULWORKER_FULL_PASS_TOKEN_BUDGET), so the most recent "

@@ -545,9 +545,9 @@ class FakeMessagesAPI:
             totals["output_tokens"] += usage["output_tokens"]
         return totals
 
-    def repeated_bodies(self, *, since: float = 0.0, until: float = float("inf")) -> list[
-        RecordedRequest
-    ]:
+    def repeated_bodies(
+        self, *, since: float = 0.0, until: float = float("inf")
+    ) -> list[RecordedRequest]:
         """Message requests whose body equals an earlier request's, with no transport failure
         (an error status, or no answer sent) of that body since its last sending; only among
         the requests made between ``since`` and ``until`` (e.g. one attempt of a job)."""

@@ -331,9 +331,7 @@ def test_a_failed_batch_lets_the_batches_in_flight_finish_and_every_call_counts(
         ).start()
         try:
             wait_for(
-                lambda: h.api is not None
-                and h.api.pending_faults == 0
-                and responder.held >= 1,
+                lambda: h.api is not None and h.api.pending_faults == 0 and responder.held >= 1,
                 timeout=30,
                 what="the target cut off twice while another batch is in flight",
                 context=worker.output,

@@ -596,9 +596,7 @@ def test_too_many_facts_are_reduced_in_bounded_rounds_then_cut(
         assert job["status"] == "succeeded", job["last_error"]
         calls = h.api.calls_by_purpose()
         assert calls["fact_reduction"] == 1, "a round that did not shrink ends the rounds"
-        extracted = {
-            fact for _, data, _ in answers.answers for fact in data.get("preferences", [])
-        }
+        extracted = {fact for _, data, _ in answers.answers for fact in data.get("preferences", [])}
         profile = h.profile(user)
         assert profile is not None
         bullets = assert_memory_shape(profile["memory_md"])["## Preferences"]
@@ -635,8 +633,10 @@ def test_a_rescued_full_pass_asks_for_no_batch_twice(
         first = h.worker(drain=True, **env).start()
         try:
             wait_for(
-                lambda: artifact_count(database_url, job_id, "facts:") == answered_before_kill
-                and answers.held_count() == per_job,
+                lambda: (
+                    artifact_count(database_url, job_id, "facts:") == answered_before_kill
+                    and answers.held_count() == per_job
+                ),
                 timeout=30,
                 what="three saved batches and two held requests",
                 context=first.output,
@@ -701,8 +701,10 @@ def test_a_shutdown_during_the_full_pass_saves_the_batches_in_flight(
         first = h.worker(drain=True, **env).start()
         try:
             wait_for(
-                lambda: artifact_count(database_url, job_id, "facts:") == 2
-                and answers.held_count() == per_job,
+                lambda: (
+                    artifact_count(database_url, job_id, "facts:") == 2
+                    and answers.held_count() == per_job
+                ),
                 timeout=30,
                 what="two saved batches and two held requests",
                 context=first.output,
@@ -782,8 +784,9 @@ def test_a_cancel_during_the_full_pass_keeps_the_quick_pass_and_a_retry_finishes
         assert profile is not None
         assert (profile["import_status"], profile["full_pass_status"]) == ("complete", "complete")
         assert profile["ai_name"] == quick_sections["identity"]["ai_name"]
-        assert_billed_is_recorded(h, job, unanswered=len(answers.answered("fact_extraction",
-                                                                           held=True)))
+        assert_billed_is_recorded(
+            h, job, unanswered=len(answers.answered("fact_extraction", held=True))
+        )
 
 
 def test_over_its_budget_the_full_pass_says_what_it_left_out(
@@ -1236,4 +1239,3 @@ def test_with_model_stages_off_no_key_is_needed(database_url: str, tmp_path: Pat
         assert profile is not None
         assert profile["import_status"] == "complete"
         assert profile["soul_md"] is None
-

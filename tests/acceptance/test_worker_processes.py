@@ -125,6 +125,7 @@ def test_sigkill_mid_job_is_rescued_by_another_worker_with_attempt_two(db_url: s
     restart_delay = (rescued["at"] - events[0]["at"]).total_seconds()
     assert time.monotonic() - killed_at < 30
     assert restart_delay < 2 + 0.5 + 5, restart_delay
+
     def steps_of(attempt: int) -> list[int]:
         return [
             int(e["event"].removeprefix("step-"))

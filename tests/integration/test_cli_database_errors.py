@@ -50,9 +50,7 @@ def test_a_refused_connection_names_the_target_and_the_fix() -> None:
 
 @pytest.mark.db
 def test_a_user_the_server_does_not_know_is_told_apart(pg_server: str) -> None:
-    url = make_conninfo(
-        pg_server, user="no_such_user_for_soulworker", password="wrong-pw-12345"
-    )
+    url = make_conninfo(pg_server, user="no_such_user_for_soulworker", password="wrong-pw-12345")
     run = soulworker(url, "jobs")
 
     assert run.returncode == 1

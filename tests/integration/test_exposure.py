@@ -479,8 +479,11 @@ def render_matrix(title: str, cells: list[Cell]) -> str:
         rows.setdefault((cell.obj, cell.op), {})[cell.role] = cell
     obj_width = max(len(obj) for obj, _ in rows)
     op_width = max(len("operation"), *(len(op) for _, op in rows))
-    lines = [title, f"{'object'.ljust(obj_width)}  {'operation'.ljust(op_width)}  "
-             + "  ".join(role.ljust(12) for role in ROLES)]
+    lines = [
+        title,
+        f"{'object'.ljust(obj_width)}  {'operation'.ljust(op_width)}  "
+        + "  ".join(role.ljust(12) for role in ROLES),
+    ]
     for (obj, op), by_role in rows.items():
         shown = []
         for role in ROLES:
@@ -702,14 +705,11 @@ async def test_a_later_migration_that_would_open_a_table_is_rolled_back(
     # refused; with row level security it passes.
     half = (
         "9902_later_table.sql",
-        "create table later_notes (user_id uuid, note text);\n"
-        "revoke all on later_notes from anon;",
+        "create table later_notes (user_id uuid, note text);\nrevoke all on later_notes from anon;",
     )
     with pytest.raises(pg_errors.RaiseException) as caught:
         await migrate_as(supabase_db.owner_url, files=[*migration_files(), half])
-    assert "later_notes (authenticated may use it without row level security)" in str(
-        caught.value
-    )
+    assert "later_notes (authenticated may use it without row level security)" in str(caught.value)
     careful = (
         "9902_later_table.sql",
         "create table later_notes (user_id uuid, note text);\n"
@@ -757,13 +757,21 @@ async def test_app_tables_without_row_level_security_get_it_and_keep_the_apps_po
         assert await _policies(db.admin_url, "conversation_chunks") == {
             "conversation_chunks_select_own": ("SELECT", ["authenticated"], OWN_ROWS)
         }
-        for privilege, held in [("SELECT", True), ("INSERT", False), ("UPDATE", False),
-                                ("DELETE", False), ("TRUNCATE", False)]:
-            assert await _scalar(
-                db.admin_url,
-                "select has_table_privilege('authenticated', 'conversation_chunks', %s)",
-                privilege,
-            ) is held, privilege
+        for privilege, held in [
+            ("SELECT", True),
+            ("INSERT", False),
+            ("UPDATE", False),
+            ("DELETE", False),
+            ("TRUNCATE", False),
+        ]:
+            assert (
+                await _scalar(
+                    db.admin_url,
+                    "select has_table_privilege('authenticated', 'conversation_chunks', %s)",
+                    privilege,
+                )
+                is held
+            ), privilege
         for table in ("user_profiles", "conversation_chunks", "import_jobs_legacy"):
             assert not await _scalar(
                 db.admin_url,

@@ -82,9 +82,7 @@ def test_an_existing_embedding_column_and_its_vectors_are_kept(vector_server_url
             "is_recent boolean default false, chunk_tier text default 'medium', "
             "embedding vector(768))"
         )
-        conn.execute(
-            "create index on conversation_chunks using hnsw (embedding vector_cosine_ops)"
-        )
+        conn.execute("create index on conversation_chunks using hnsw (embedding vector_cosine_ops)")
         conn.execute(
             "insert into conversation_chunks (user_id, conversation_id, content, created_at, "
             "embedding) values (gen_random_uuid(), 'c1', 'text', now(), "

@@ -144,9 +144,7 @@ def test_the_root_must_have_the_right_type() -> None:
 
 def test_values_never_appear_in_problems_or_repairs() -> None:
     secret = "my diagnosis is secret"
-    judged = judge(
-        {"name": secret, "tags": [secret] * 9, "mood": secret, secret: secret}, OBJECT
-    )
+    judged = judge({"name": secret, "tags": [secret] * 9, "mood": secret, secret: secret}, OBJECT)
     assert judged.problems and judged.repairs
     said = " ".join([*judged.problems, *rules(judged.repairs)])
     assert "secret" not in said and "diagnosis" not in said
@@ -316,9 +314,7 @@ def test_the_sections_and_the_name_are_the_hard_required_keys() -> None:
     schema = SOULPRINT.schema
     assert list(schema["properties"]) == list(SECTION_NAMES)
     assert schema["required"] == list(SECTION_NAMES)
-    required = {
-        name: section["required"] for name, section in schema["properties"].items()
-    }
+    required = {name: section["required"] for name, section in schema["properties"].items()}
     assert required == {"soul": [], "identity": ["ai_name"], "user": [], "agents": [], "tools": []}
 
 
@@ -472,8 +468,9 @@ def test_every_wire_valid_answer_is_usable_after_the_re_ask(
     answer = data.draw(wire_valid(output.wire_schema))
     judged = output.judge(answer, last_chance=True)
     assert judged.usable, judged.problems
-    leftovers = [p for p in output.validate(judged.data) if not p.endswith(("min_items",
-                                                                             "min_length"))]
+    leftovers = [
+        p for p in output.validate(judged.data) if not p.endswith(("min_items", "min_length"))
+    ]
     assert leftovers == [], "every maximum holds after the repairs"
 
 

@@ -132,9 +132,7 @@ def test_category_chars_is_the_size_of_the_rendered_bullets() -> None:
     assert category_chars("preferences", facts["preferences"]) == len(bullets)
 
 
-fact_text = st.text(
-    alphabet=st.sampled_from("abcAB .!\n"), min_size=0, max_size=12
-)
+fact_text = st.text(alphabet=st.sampled_from("abcAB .!\n"), min_size=0, max_size=12)
 
 
 @settings(max_examples=200, deadline=None)
@@ -146,9 +144,7 @@ def test_consolidate_properties(batches: list[dict[str, list[str]]]) -> None:
         assert len(keys) == len(set(keys)), "no duplicates"
         assert all(keys), "no blank facts"
         given_keys = {
-            fact_key(category, fact)
-            for batch in batches
-            for fact in batch.get(category, [])
+            fact_key(category, fact) for batch in batches for fact in batch.get(category, [])
         } - {""}
         assert set(keys) == given_keys, "nothing lost"
     assert consolidate([facts]) == facts, "idempotent"
