@@ -15,13 +15,15 @@ import gc
 import os
 import signal
 
+import psycopg
+
 from soulworker import db
 from soulworker.jobs.handler import HandlerFactory
 from soulworker.jobs.queue_stats import QueueStatsReporter
 from soulworker.jobs.store import JobStore
 from soulworker.jobs.worker import Worker
 from soulworker.logs import get_logger
-from soulworker.settings import Settings
+from soulworker.settings import Settings, SettingsError
 
 log = get_logger(__name__)
 
@@ -31,6 +33,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, drain: bool) -> int:
     # The handler first: a configuration problem it finds stops the daemon before anything else.
     handler = handler_factory(settings)
+    try:
+        await check_embeddings_at_start(settings)
+    except BaseException:
+        await handler.aclose()
+        raise
     mode = db.database_mode(settings)
     worker_id = db.worker_identity()
     log.info("worker identity", worker=worker_id, **db.host_of_this_process())
@@ -79,3 +86,62 @@ async def run_daemon(settings: Settings, handler_factory: HandlerFactory, *, dra
         await handler.aclose()
         await pool.close()
     return 0
+
+
+async def check_embeddings_at_start(settings: Settings) -> None:
+    """With embedding on, prove once that the provider fills the ``embedding`` column, before any
+    job is claimed (docs/embeddings.md, "Dimensions"): a permanent misconfiguration (a refused
+    length, a contradicting setting, missing credentials) stops the daemon with the line saying
+    what to change, as doctor words it. A database or provider that cannot be reached right now
+    is only logged: the queue waits out outages, and the embed stage checks again."""
+    if settings.embed_provider == "off":
+        return
+    # Imported here: with embedding off the daemon never loads the embedding code.
+    from soulworker.embeddings.dimensions import (
+        embedding_column,
+        prove_dimensions,
+        wanted_dimensions,
+    )
+    from soulworker.embeddings.errors import EmbeddingError
+    from soulworker.embeddings.factory import embedder_from_settings
+    from soulworker.embeddings.retry import EmbedRetryPolicy
+
+    try:
+        conn = await db.connect(settings, "soulworker embeddings check")
+    except psycopg.Error as exc:
+        log.warning("embedding check skipped: no database yet", error=type(exc).__name__)
+        return
+    try:
+        column = await embedding_column(conn)
+    finally:
+        await conn.close()
+    if column is None:
+        log.warning(
+            "the database has no conversation_chunks.embedding column (pgvector is not "
+            "installed): imports will not embed chunks"
+        )
+        return
+    try:
+        dimensions = wanted_dimensions(column, settings.embed_dimensions)
+        embedder = embedder_from_settings(
+            settings, dimensions=dimensions,
+            retry=EmbedRetryPolicy(max_attempts=1, throttle_budget_seconds=0),
+        )  # fmt: skip
+    except EmbeddingError as exc:
+        raise SettingsError(exc.operator_line) from None
+    try:
+        proof = await prove_dimensions(embedder)
+    except EmbeddingError as exc:
+        if not exc.permanent:
+            log.warning("embedding check inconclusive", code=exc.code, fix=exc.operator_line)
+            return
+        raise SettingsError(exc.operator_line) from None
+    finally:
+        await embedder.aclose()
+    log.info(
+        "embedding check passed",
+        provider=proof.provider,
+        model=proof.model,
+        dimensions=proof.dimensions,
+        column=column.type_name,
+    )

@@ -20,6 +20,7 @@ from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.usage import UsageLedger
 from soulworker.logs import get_logger
 from soulworker.pipeline.download_stage import DownloadStage
+from soulworker.pipeline.embed_stage import EmbedStage
 from soulworker.pipeline.export_source import ExportSourceFor, StorageExportSource
 from soulworker.pipeline.finish_stage import FinishStage
 from soulworker.pipeline.full_pass_stage import FullPassStage
@@ -235,10 +236,18 @@ def previous_usage(result: dict[str, Any]) -> UsageLedger:
 
 
 def pipeline_stages(settings: Settings) -> list[Stage]:
-    stages: list[Stage] = [DownloadStage(), ParseStage()]
-    if settings.model_stages:
-        stages += [QuickPassStage(), FullPassStage(), FinishStage()]
-    return stages
+    """The stages in order (docs/pipeline.md). The embed stage runs with the model stages off
+    too: it needs only the chunks, and is skipped (saying why) when embedding is off."""
+    if not settings.model_stages:
+        return [DownloadStage(), ParseStage(), EmbedStage()]
+    return [
+        DownloadStage(),
+        ParseStage(),
+        QuickPassStage(),
+        EmbedStage(),
+        FullPassStage(),
+        FinishStage(),
+    ]
 
 
 def create_handler(settings: Settings) -> ImportPipeline:

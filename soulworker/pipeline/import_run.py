@@ -76,7 +76,10 @@ class ImportRun:
         Also kept in ``self.result``: the pipeline's final result is merged into the job row
         last, so it must never carry an older usage than the checkpoints wrote.
         """
-        cost = cost_summary(self.ledger)
+        embedding_usage = self.result.get("embedding_usage")
+        cost = cost_summary(
+            self.ledger, embedding_usage if isinstance(embedding_usage, dict) else None
+        )
         export_mb = (self.result.get("uncompressed_bytes") or 0) / 1e6
         if export_mb:
             cost["input_tokens_per_export_mb"] = round(cost["total"]["input_tokens"] / export_mb)

@@ -1,7 +1,9 @@
 """The cost of an import per stage and in total, from the usage ledger.
 
 Written to the job's ``result.cost`` and to ``user_profiles.import_cost_json``: calls, input and
-output tokens and USD for the quick pass, the full pass and the finish, and the total.
+output tokens and USD for the quick pass, the full pass and the finish, and the total; the embed
+stage's calls, tokens and USD beside them as ``embeddings`` (``total`` stays the model's, so its
+shape and meaning are unchanged; docs/embeddings.md, "Cost").
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def _brief(totals: UsageTotals) -> dict[str, Any]:
     }
 
 
-def cost_summary(ledger: UsageLedger) -> dict[str, Any]:
+def cost_summary(
+    ledger: UsageLedger, embedding_usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
     by_stage: dict[str, UsageTotals] = {}
     for purpose, totals in ledger.by_purpose.items():
         stage = PURPOSE_STAGES.get(purpose, purpose)
@@ -43,4 +47,18 @@ def cost_summary(ledger: UsageLedger) -> dict[str, Any]:
     }
     if total.unpriced_calls:
         summary["unpriced_calls"] = total.unpriced_calls
+    if embedding_usage is not None:
+        summary["embeddings"] = embedding_brief(embedding_usage)
     return summary
+
+
+def embedding_brief(usage: dict[str, Any]) -> dict[str, Any]:
+    """The embed stage's part, from its usage record (``EmbedUsage.to_json``): ``usd`` is
+    ``None`` for a model without a price."""
+    return {
+        "model": usage.get("model"),
+        "calls": usage.get("calls", 0),
+        "texts": usage.get("texts", 0),
+        "input_tokens": usage.get("input_tokens", 0),
+        "usd": usage.get("cost_usd"),
+    }
