@@ -114,7 +114,7 @@ def check_import(
     assert result["skipped_items"] == skipped_items
     assert result["export_bytes"] == summary.file_bytes
     assert result["chunk_tier"] == "medium"
-    assert set(result["stage_seconds"]) == {"download", "parse"}
+    assert set(result["stage_seconds"]) == {"download", "parse", "embed"}
 
     chunks = h.chunks(user)
     assert len(chunks) == result["chunks"] > 0
