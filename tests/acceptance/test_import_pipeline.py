@@ -393,6 +393,7 @@ LABEL_RANGES = {
     "Starting import": (0, 0),
     "Downloading export": (0, 20),
     "Parsing conversations": (20, 35),
+    "Indexing memories": (50, 60),
     "Complete": (100, 100),
 }
 
@@ -426,9 +427,11 @@ def test_progress_never_decreases_and_follows_the_stages(
     percents = [r["percent"] for r in job_rows]
     assert percents == sorted(percents), "the job's progress never decreases"
     assert runs([r["status"] for r in job_rows]) == ["running", "succeeded"]
-    assert runs([r["stage"] for r in job_rows if r["stage"]]) == ["download", "parse"]
+    # The embed stage runs (skipped: embedding is off) after the parse.
+    stages = runs([r["stage"] for r in job_rows if r["stage"]])
+    assert stages == ["download", "parse", "embed"]
     assert (job_rows[-1]["status"], job_rows[-1]["percent"]) == ("succeeded", 100)
-    ranges = {"download": (0, 20), "parse": (20, 35)}
+    ranges = {"download": (0, 20), "parse": (20, 35), "embed": (50, 60)}
     for row in job_rows:
         if row["status"] == "running" and row["stage"]:
             low, high = ranges[row["stage"]]

@@ -517,6 +517,7 @@ def test_the_whole_import_fills_every_column_and_reports_its_cost(
             "download",
             "parse",
             "quick_pass",
+            "embed",
             "full_pass",
             "finish",
         }
