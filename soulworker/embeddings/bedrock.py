@@ -37,6 +37,7 @@ from soulworker.embeddings.errors import (
     EmbeddingThrottled,
     EmbeddingUnavailable,
 )
+from soulworker.embeddings.pacing import AdaptiveLimiter
 from soulworker.embeddings.sigv4 import AwsCredentials, sign_request
 from soulworker.embeddings.vectors import TITAN_V2_LIMIT
 
@@ -120,8 +121,9 @@ class BedrockEmbedder(HttpEmbedder):
         *,
         auth: BedrockAuth,
         client: httpx2.AsyncClient | None = None,
+        limiter: AdaptiveLimiter | None = None,
     ) -> None:
-        super().__init__(config, client=client)
+        super().__init__(config, client=client, limiter=limiter)
         self.auth = auth
         base = config.endpoint_url.rstrip("/")
         self._url = f"{base}/model/{quote(config.model, safe='')}/invoke"

@@ -85,7 +85,15 @@ class HttpEmbedder:
     provider = "?"
     input_limit: InputLimit = InputLimit(max_tokens=8_191)
 
-    def __init__(self, config: EmbedderConfig, *, client: httpx2.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: EmbedderConfig,
+        *,
+        client: httpx2.AsyncClient | None = None,
+        limiter: AdaptiveLimiter | None = None,
+    ) -> None:
+        """``limiter``: one shared by several embedders (the daemon's jobs), so that
+        ``config.concurrency`` bounds them all together; by default one of their own."""
         self.config = config
         self.model = config.model
         self.dimensions = config.dimensions
@@ -93,11 +101,7 @@ class HttpEmbedder:
             model=config.model,
             price_per_mtok=price_per_mtok(config.model, config.price_per_mtok),
         )
-        self.limiter = AdaptiveLimiter(
-            config.concurrency,
-            min_pause_seconds=config.retry.throttle_pause_initial_seconds,
-            max_pause_seconds=config.retry.throttle_pause_max_seconds,
-        )
+        self.limiter = limiter or limiter_for(config)
         timeout = httpx2.Timeout(
             config.read_timeout_seconds, connect=config.connect_timeout_seconds
         )
@@ -256,6 +260,15 @@ class HttpEmbedder:
         self.usage.texts += expected
         self.usage.input_tokens += answer.input_tokens
         return vectors
+
+
+def limiter_for(config: EmbedderConfig) -> AdaptiveLimiter:
+    """The adaptive limiter ``config`` asks for (docs/embeddings.md, "Throttling")."""
+    return AdaptiveLimiter(
+        config.concurrency,
+        min_pause_seconds=config.retry.throttle_pause_initial_seconds,
+        max_pause_seconds=config.retry.throttle_pause_max_seconds,
+    )
 
 
 def is_dimension_complaint(message: str) -> bool:

@@ -15,6 +15,7 @@ import httpx2
 
 from soulworker.embeddings import bedrock, openai
 from soulworker.embeddings.embedder import EmbedderConfig, HttpEmbedder
+from soulworker.embeddings.pacing import AdaptiveLimiter
 from soulworker.embeddings.retry import EmbedRetryPolicy
 from soulworker.settings import Settings
 
@@ -38,11 +39,13 @@ def embedder_from_settings(
     environ: Mapping[str, str] | None = None,
     retry: EmbedRetryPolicy | None = None,
     client: httpx2.AsyncClient | None = None,
+    limiter: AdaptiveLimiter | None = None,
 ) -> HttpEmbedder:
     """An embedder for ``dimensions``-long vectors as configured; close it with ``aclose``.
 
     Raises ``EmbeddingConfigError`` when the provider's credentials or region are missing and
-    ``ValueError`` when the provider is ``off``.
+    ``ValueError`` when the provider is ``off``. ``limiter``: shared with other embedders
+    (``shared_limiter``), so ``SOULWORKER_EMBED_CONCURRENCY`` bounds the process.
     """
     env = os.environ if environ is None else environ
     provider = settings.embed_provider
@@ -64,9 +67,23 @@ def embedder_from_settings(
     if provider == "bedrock":
         auth = bedrock.BedrockAuth.from_environ(env)
         return bedrock.BedrockEmbedder(
-            config(bedrock.default_endpoint_url(auth.region)), auth=auth, client=client
+            config(bedrock.default_endpoint_url(auth.region)),
+            auth=auth,
+            client=client,
+            limiter=limiter,
         )
     api_key = settings.embed_api_key or env.get("OPENAI_API_KEY", "").strip() or None
     return openai.OpenAIEmbedder(
-        config(openai.DEFAULT_ENDPOINT_URL), api_key=api_key, client=client
+        config(openai.DEFAULT_ENDPOINT_URL), api_key=api_key, client=client, limiter=limiter
+    )
+
+
+def shared_limiter(settings: Settings) -> AdaptiveLimiter:
+    """One limiter for every embedder of the process: ``SOULWORKER_EMBED_CONCURRENCY`` requests
+    in flight at most, whatever the number of jobs, and a throttle seen by one job slows all."""
+    retry = EmbedRetryPolicy()
+    return AdaptiveLimiter(
+        settings.embed_concurrency,
+        min_pause_seconds=retry.throttle_pause_initial_seconds,
+        max_pause_seconds=retry.throttle_pause_max_seconds,
     )

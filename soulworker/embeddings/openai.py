@@ -32,6 +32,7 @@ from soulworker.embeddings.errors import (
     EmbeddingThrottled,
     EmbeddingUnavailable,
 )
+from soulworker.embeddings.pacing import AdaptiveLimiter
 from soulworker.embeddings.vectors import OPENAI_V3_LIMIT
 
 DEFAULT_ENDPOINT_URL = "https://api.openai.com/v1"
@@ -75,8 +76,9 @@ class OpenAIEmbedder(HttpEmbedder):
         *,
         api_key: str | None,
         client: httpx2.AsyncClient | None = None,
+        limiter: AdaptiveLimiter | None = None,
     ) -> None:
-        super().__init__(config, client=client)
+        super().__init__(config, client=client, limiter=limiter)
         self._url = config.endpoint_url.rstrip("/") + "/embeddings"
         self._host = urlsplit(config.endpoint_url).netloc
         self._headers = {"content-type": "application/json", "accept": "application/json"}

@@ -67,7 +67,9 @@ class EmbedStage:
             return
         try:
             dimensions = wanted_dimensions(column, run.settings.embed_dimensions)
-            embedder = embedder_from_settings(run.settings, dimensions=dimensions)
+            embedder = embedder_from_settings(
+                run.settings, dimensions=dimensions, limiter=run.embed_limiter
+            )
         except EmbeddingError as exc:
             log.error("embedding is misconfigured", fix=exc.operator_line, code=exc.code)
             raise

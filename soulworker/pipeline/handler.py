@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 
+from soulworker.embeddings.factory import embedding_enabled, shared_limiter
 from soulworker.export.reader import require_fast_json_backend
 from soulworker.jobs.context import JobContext
 from soulworker.llm.client import ModelClient, ModelClientConfig
@@ -58,6 +59,8 @@ class ImportPipeline:
         require_fast_json_backend()
         storage = storage_config(settings) if export_source_for is None else None
         self.model = model_client(settings)
+        # SOULWORKER_EMBED_CONCURRENCY bounds the process: every job's embedder shares it.
+        self.embed_limiter = shared_limiter(settings) if embedding_enabled(settings) else None
         self.workspace = WorkspaceRoot.open()
         cleanup = self.workspace.cleanup
         if cleanup.workspaces_removed:
@@ -104,6 +107,7 @@ class ImportPipeline:
                 else None,
                 result=dict(ctx.job.result),
                 last_stage=self.stages[-1].spec.name,
+                embed_limiter=self.embed_limiter,
             )
             try:
                 forgotten = run.forget_stages_without_their_data(

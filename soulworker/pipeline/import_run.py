@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from soulworker.embeddings.pacing import AdaptiveLimiter
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.store import Connection, JobStore
 from soulworker.llm.client import ModelClient
@@ -52,6 +53,8 @@ class ImportRun:
     # next stage's checkpoint (see ``carry``).
     _carried: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     last_stage: str = ""  # the stage whose checkpoint marks the job's work complete
+    # The process's embedding limiter, shared by the jobs' embedders (docs/embeddings.md).
+    embed_limiter: AdaptiveLimiter | None = None
 
     def completes_job(self, spec: StageSpec) -> bool:
         return spec.name == self.last_stage

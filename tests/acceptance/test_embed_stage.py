@@ -316,3 +316,25 @@ def test_chunks_a_newer_import_replaced_are_never_written_to(
     rows = vectors(vector_db, user)
     assert rows and {row["import_job_id"] for row in rows} == {newer}
     assert all(row["embedding"] is None for row in rows), "nothing written to the newer set"
+
+
+def test_two_jobs_in_one_process_share_its_embedding_concurrency(
+    vector_db: str, export: Path
+) -> None:
+    server = EmbeddingsServer(latency_seconds=0.02, bedrock_dimensions=(DIMENSIONS,))
+    with server, ImportHarness(vector_db) as h:
+        users = [h.new_user(), h.new_user()]
+        jobs = []
+        for user in users:
+            h.upload(user, export)
+            jobs.append(h.enqueue(user))
+        env = bedrock_env(server, SOULWORKER_EMBED_CONCURRENCY="2", SOULWORKER_CONCURRENCY="2")
+        worker = h.worker(drain=True, **env).start()
+        assert worker.wait(120) == 0, worker.output()[-3000:]
+        for user, job_id in zip(users, jobs, strict=True):
+            job = h.job(job_id)
+            assert job["status"] == "succeeded", job["last_error"]
+            assert (
+                assert_each_chunk_has_its_own_vector(vector_db, user) == job["result"]["embeddings"]
+            )
+        assert server.max_in_flight <= 2, "the limit is the process's, not each job's"
