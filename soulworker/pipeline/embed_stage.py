@@ -1,5 +1,5 @@
 """Stage 4, embed (50–60 %): each chunk of the job to a vector in ``conversation_chunks.embedding``
-(the column), exactly once and resumable (docs/pipeline.md, "embed"; docs/embeddings.md).
+(the column), exactly once and resumable (docs/pipeline.md, "Embed"; docs/embeddings.md).
 
 Chunks are read a page at a time in ``chunk_index`` order after a cursor kept in the stage's own
 checkpoint entry; each page's vectors are written in one fenced transaction with the advanced

@@ -1,4 +1,4 @@
-"""The embed stage through the real daemon (docs/pipeline.md, "embed"; docs/embeddings.md):
+"""The embed stage through the real daemon (docs/pipeline.md, "Embed"; docs/embeddings.md):
 pgserver's PostgreSQL 16 with pgvector, the fake Storage, and the loopback embeddings server.
 Every chunk gets the vector of its own text at unit length; a skipped stage says why; a rescued
 job embeds at most one page again; throttling slows but completes; a refused dimension stops

@@ -1,6 +1,6 @@
 -- One page's vectors (pgvector's text form '[0.1,...]'). Matches this job's own chunks only: a
 -- set a newer import has replaced is gone, so nothing matches and nothing is written to the new
--- set (docs/pipeline.md, "embed").
+-- set (docs/pipeline.md, "Embed").
 update conversation_chunks as c
 set embedding = v.embedding::vector
 from unnest(%(chunk_indexes)s::int4[], %(embeddings)s::text[]) as v(chunk_index, embedding)
