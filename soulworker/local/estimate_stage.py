@@ -7,7 +7,9 @@ are personal data that the queue deletes the moment the job succeeds. So the est
 here, from the artifact and the stored chunk rows, exactly as the real stages would plan their
 calls (``estimate_model_cost`` plans the full pass with the real planner; the v2 sample is built
 by the finish stage's own code), and only numbers leave: ``result.cost_estimate`` holds counts,
-tokens, USD and model ids, no conversation text.
+tokens, USD and model ids, no conversation text. With embedding on, ``embeddings`` beside the
+model stages estimates the embed stage (``embedding_estimate``); like the real cost record, the
+model ``total`` leaves it out.
 
 The stage is appended to the daemon's stage list by the local import only; the daemon itself
 never runs it.
@@ -15,14 +17,24 @@ never runs it.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
 
+from soulworker.embeddings.factory import embed_model, embedding_enabled
+from soulworker.embeddings.openai import BATCH_MAX_TEXTS
+from soulworker.embeddings.usage import TOKENS_PER_MTOK, price_per_mtok
+from soulworker.llm.models import CHARS_PER_TOKEN
 from soulworker.pipeline.chunk_stats import load_chunk_stats
 from soulworker.pipeline.handler import price_table
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.stages import PARSE, StageSpec
 from soulworker.pipeline.v2_sample import v2_sample
+from soulworker.settings import Settings
 from soulworker.soulprint.cost_estimate import estimate_model_cost
+from soulworker.soulprint.full_pass_plan import ChunkStat
 
 RESULT_KEY = "cost_estimate"
 CHECKPOINT_KEY = "cost_estimate"
@@ -53,6 +65,9 @@ class CostEstimateStage:
             settings=settings,
             prices=price_table(settings.model_prices),
         )
+        embeddings = embedding_estimate(settings, stats)
+        if embeddings is not None:
+            estimate["embeddings"] = embeddings
         run.result[RESULT_KEY] = estimate
         async with run.ctx.transaction() as tx:
             await tx.advance(
@@ -66,3 +81,28 @@ class CostEstimateStage:
                 },
                 completed=run.completes_job(ESTIMATE),
             )
+
+
+def embedding_estimate(settings: Settings, stats: Sequence[ChunkStat]) -> dict[str, Any] | None:
+    """What the embed stage would cost (docs/embeddings.md, "Cost"): every chunk once, its tokens
+    estimated as for the model (characters / 4; the provider's tokenizer decides the bill), Titan
+    one text per call, an OpenAI-compatible endpoint up to 96 per call. ``None`` with embedding
+    off."""
+    if not embedding_enabled(settings):
+        return None
+    model = embed_model(settings)
+    override = settings.embed_price_per_mtok
+    price = price_per_mtok(model, None if override is None else Decimal(str(override)))
+    texts = len(stats)
+    tokens = sum(stat.token_count for stat in stats)
+    per_call = 1 if settings.embed_provider == "bedrock" else BATCH_MAX_TEXTS
+    usd = None if price is None else float(round(tokens * price / TOKENS_PER_MTOK, 6))
+    return {
+        "provider": settings.embed_provider,
+        "model": model,
+        "calls": math.ceil(texts / per_call),
+        "texts": texts,
+        "input_tokens": tokens,
+        "usd": usd,
+        "chars_per_token": CHARS_PER_TOKEN,
+    }

@@ -130,6 +130,8 @@ def summary_lines(
         ("messages", _count(result.get("messages"))),
         ("chunks", _count(result.get("chunks"))),
     ]
+    if result.get("embeddings"):  # shown only when the embed stage embedded something
+        rows.append(("embedded chunks", _count(result.get("embeddings"))))
     if model_calls_off is None:
         total = (result.get("cost") or {}).get("total") or {}
         rows.append(("facts", _count(result.get("facts"))))
@@ -161,6 +163,18 @@ def summary_lines(
             price = f"unknown (no price for {', '.join(unpriced)}: set SOULWORKER_MODEL_PRICES)"
         else:
             price = f"about {_usd(total.get('usd'))}"
+        embeddings = estimate.get("embeddings")
+        if isinstance(embeddings, Mapping):
+            usd = embeddings.get("usd")
+            rows.append(
+                (
+                    "embedding would cost",
+                    ("unknown (no price: set SOULWORKER_EMBED_PRICE_PER_MTOK)" if usd is None
+                     else f"about {_usd(usd)}")
+                    + f" for {_count(embeddings.get('texts'))} chunks: "
+                    f"{_count(embeddings.get('input_tokens'))} tokens ({embeddings.get('model')})",
+                )
+            )  # fmt: skip
         if total:
             rows.append(
                 (

@@ -10,6 +10,7 @@ import pytest
 
 from soulworker.llm.pricing import PriceTable
 from soulworker.llm.usage import CallUsage, UsageLedger
+from soulworker.local.estimate_stage import embedding_estimate
 from soulworker.settings import Settings
 from soulworker.soulprint import prompts
 from soulworker.soulprint.cost import cost_summary
@@ -263,3 +264,40 @@ def test_an_export_without_chunks_still_has_a_quick_pass_estimate() -> None:
     )
     assert estimate["by_stage"]["full_pass"]["calls"] == 0
     assert estimate["total"]["calls"] == 2
+
+
+def test_the_dry_run_estimates_the_embed_stage_only_when_embedding_is_on() -> None:
+    stats = [ChunkStat(i, 2_000, 4, False, datetime(2025, 1, 1, tzinfo=UTC)) for i in range(200)]
+    assert embedding_estimate(Settings(), stats) is None
+    titan = embedding_estimate(Settings(embed_provider="bedrock"), stats)
+    assert titan is not None
+    assert (titan["model"], titan["calls"], titan["texts"]) == (
+        "amazon.titan-embed-text-v2:0",
+        200,
+        200,
+    )
+    assert titan["input_tokens"] == 400_000
+    assert titan["usd"] == pytest.approx(0.008)  # $0.02 per million tokens
+    openai = embedding_estimate(Settings(embed_provider="openai", embed_price_per_mtok=0.0), stats)
+    assert openai is not None
+    assert (openai["calls"], openai["usd"]) == (3, 0.0)  # 96 texts a call
+    unpriced = embedding_estimate(
+        Settings(embed_provider="openai", embed_model="nomic-embed-text"), stats
+    )
+    assert unpriced is not None and unpriced["usd"] is None
+
+
+def test_the_cost_record_gains_an_embeddings_part_and_keeps_the_model_total() -> None:
+    ledger = UsageLedger()
+    usage = {"model": "amazon.titan-embed-text-v2:0", "calls": 3, "texts": 3,
+             "input_tokens": 900, "cost_usd": 0.000018}  # fmt: skip
+    with_embeddings = cost_summary(ledger, usage)
+    assert with_embeddings["embeddings"] == {
+        "model": "amazon.titan-embed-text-v2:0",
+        "calls": 3,
+        "texts": 3,
+        "input_tokens": 900,
+        "usd": 0.000018,
+    }
+    assert with_embeddings["total"] == cost_summary(ledger)["total"]
+    assert "embeddings" not in cost_summary(ledger)
