@@ -286,8 +286,13 @@ def import_stages(settings: Settings) -> list[Stage]:
 
 
 async def prepare_database(conn: Connection, *, embedded: bool, settings: Settings) -> None:
-    """Migrate an embedded database; check that a user's one is current."""
+    """Migrate an embedded database; check that a user's one is current.
+
+    Only the embedded database gets pgvector created (when its binaries ship it): extensions in
+    a user's database are theirs to choose (docs/embeddings.md, "soulworker import").
+    """
     if embedded:
+        await conn.execute(query("create_vector_extension"))
         await migrate(conn, default_max_attempts=settings.max_attempts)
         return
     pending = await pending_migrations(conn)

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from soulworker.embeddings.dimensions import PROBE_TEXT
 from soulworker.llm.schemas import SECTION_NAMES
 from soulworker.local.embedded_postgres import (
     EmbeddedPostgres,
@@ -43,6 +44,8 @@ from soulworker.settings import Settings
 from soulworker.soulprint.cost_estimate import estimate_model_cost
 from soulworker.soulprint.memory import HEADINGS, MEMORY_TITLE
 from soulworker.soulprint.sections import SECTION_FILES, SECTION_TITLES, section_markdown
+from soulworker.testing import embeddings_server as embeddings_kit
+from soulworker.testing.embeddings_server import EmbeddingsServer
 from soulworker.testing.export_generator import write_export
 from soulworker.testing.messages_api import FakeMessagesAPI
 from tests.acceptance.workers import REPO_ROOT, WorkerProcess, query, wait_for
@@ -325,6 +328,38 @@ def test_keep_db_leaves_the_stopped_database_and_says_where(
     assert (kept[0] / "data" / "PG_VERSION").is_file()
     assert f"Kept the embedded database in {kept[0]}" in completed.stdout
     assert processes_mentioning(str(kept[0])) == [], "kept, but stopped"
+
+
+@needs_postgres_binaries
+def test_with_an_openai_compatible_endpoint_the_embedded_database_gets_every_chunk_embedded(
+    tmp_path: Path, short_tmpdir: Path
+) -> None:
+    """pgvector is created in the embedded database, so the embed stage has its column."""
+    with EmbeddingsServer() as server:
+        completed = run_import(
+            str(SAMPLE),
+            cwd=tmp_path,
+            tmpdir=short_tmpdir,
+            env={
+                "SOULWORKER_EMBED_PROVIDER": "openai",
+                "SOULWORKER_EMBED_ENDPOINT_URL": server.openai_base_url,
+                "SOULWORKER_EMBED_API_KEY": embeddings_kit.FAKE_OPENAI_API_KEY,
+            },
+        )
+        texts = [
+            text
+            for request in server.answered
+            for text in request.texts
+            if text != PROBE_TEXT  # the dimension check's call
+        ]
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    rows = summary(completed.stdout)
+    chunks = int(rows["chunks"].replace(",", ""))
+    assert chunks > 0
+    assert rows["embedded chunks"] == rows["chunks"], "every chunk embedded"
+    assert len(texts) == chunks, "each chunk's text sent once"
+    progress_lines(completed.stderr)
 
 
 # --- refusals and errors
