@@ -9,6 +9,11 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow, dict_row
 
+from soulworker.local.embedded_postgres import (
+    EmbeddedPostgres,
+    _pgserver_bindir,
+    find_postgres_binaries,
+)
 from soulworker.logs import configure_logging
 from soulworker.migrate import migrate
 from soulworker.settings import Settings
@@ -82,3 +87,30 @@ async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[DictR
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+def vector_server_url() -> Iterator[str]:
+    """pgserver's PostgreSQL 16 with pgvector (the ``local`` extra, part of ``dev``), started once
+    for the session: the machine's own server may have no pgvector."""
+    bindir = _pgserver_bindir()
+    binaries = find_postgres_binaries([("pgserver", bindir)]) if bindir else None
+    if binaries is None:
+        pytest.skip("pgserver is not installed: pip install -e '.[dev]' brings it")
+    server = EmbeddedPostgres(binaries=binaries)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def vector_database_url(vector_server_url: str) -> Iterator[str]:
+    """A migrated database of its own with pgvector: ``conversation_chunks.embedding`` is
+    vector(768), the column migration 0003 creates."""
+    with pg.scratch_database(vector_server_url) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create extension vector")
+        pg.migrate_database(url)
+        yield url

@@ -12,6 +12,7 @@ touch an existing database.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import secrets
@@ -21,6 +22,9 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from soulworker.migrate import migrate
 
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOW_TO_RUN = (
@@ -98,3 +102,16 @@ def scratch_database(server_url: str, *, template: str | None = None) -> Iterato
         yield database_url(server_url, name)
     finally:
         drop_database(server_url, name)
+
+
+def migrate_database(url: str) -> None:
+    """Apply soulworker's migrations to the database at ``url``, as ``soulworker migrate`` does."""
+
+    async def run() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -7,7 +7,6 @@ written to."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import subprocess
 import sys
@@ -16,20 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from soulworker.embeddings.dimensions import PROBE_TEXT
-from soulworker.local.embedded_postgres import (
-    EmbeddedPostgres,
-    _pgserver_bindir,
-    find_postgres_binaries,
-)
-from soulworker.migrate import migrate
 from soulworker.pipeline.embed_stage import PAGE_CHUNKS
 from soulworker.testing import embeddings_server as kit
-from soulworker.testing import postgres as pg
 from soulworker.testing.embeddings_server import EmbeddingsServer, expected_vector
 from soulworker.testing.export_generator import GeneratorConfig, write_export
 from tests.acceptance.pipeline_harness import ImportHarness
@@ -38,38 +28,6 @@ from tests.acceptance.workers import REPO_ROOT, query, wait_for
 pytestmark = pytest.mark.db
 
 DIMENSIONS = 768  # the column migration 0003 creates
-
-
-@pytest.fixture(scope="module")
-def vector_server_url() -> Iterator[str]:
-    """pgserver's PostgreSQL 16 with pgvector (as tests/integration/test_migrations_pgvector.py)."""
-    bindir = _pgserver_bindir()
-    binaries = find_postgres_binaries([("pgserver", bindir)]) if bindir else None
-    if binaries is None:
-        pytest.skip("pgserver is not installed: pip install -e '.[dev]' brings it")
-    server = EmbeddedPostgres(binaries=binaries)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-async def _migrate(url: str) -> None:
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def vector_db(vector_server_url: str) -> Iterator[str]:
-    with pg.scratch_database(vector_server_url) as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("create extension vector")
-        asyncio.run(_migrate(url))
-        yield url
 
 
 @pytest.fixture
@@ -158,14 +116,14 @@ def assert_each_chunk_has_its_own_vector(database_url: str, user: uuid.UUID) -> 
 
 
 def test_every_chunk_gets_the_unit_vector_of_its_own_text(
-    vector_db: str, embeddings: EmbeddingsServer, export: Path
+    vector_database_url: str, embeddings: EmbeddingsServer, export: Path
 ) -> None:
-    with ImportHarness(vector_db) as h:
+    with ImportHarness(vector_database_url) as h:
         user, job_id = import_once(h, export, **openai_env(embeddings))
     job = h.job(job_id)
     assert job["status"] == "succeeded", job["last_error"]
     result = job["result"]
-    count = assert_each_chunk_has_its_own_vector(vector_db, user)
+    count = assert_each_chunk_has_its_own_vector(vector_database_url, user)
     assert result["embeddings"] == result["chunks"] == count
     assert (result["embed_skipped"], result["embed_skipped_reasons"]) == (0, {})
     assert job["checkpoint"]["embed"]["done"] is True
@@ -178,14 +136,14 @@ def test_every_chunk_gets_the_unit_vector_of_its_own_text(
 
 
 def test_skipped_with_the_reason_when_off_or_without_pgvector(
-    vector_db: str, database_url: str, embeddings: EmbeddingsServer, export: Path
+    vector_database_url: str, database_url: str, embeddings: EmbeddingsServer, export: Path
 ) -> None:
-    with ImportHarness(vector_db) as h:
+    with ImportHarness(vector_database_url) as h:
         user, job_id = import_once(h, export, SOULWORKER_EMBED_PROVIDER="off")
     result = h.job(job_id)["result"]
     assert (result["embeddings"], result["embed_skipped_reason"]) == (0, "embedding_off")
     assert result["embed_skipped"] == result["chunks"] > 0
-    assert all(row["embedding"] is None for row in vectors(vector_db, user))
+    assert all(row["embedding"] is None for row in vectors(vector_database_url, user))
 
     with ImportHarness(database_url) as h:  # the test server has no pgvector
         _, job_id = import_once(h, export, **openai_env(embeddings))
@@ -197,10 +155,12 @@ def test_skipped_with_the_reason_when_off_or_without_pgvector(
     assert embeddings.answered == []
 
 
-def test_a_rescued_job_embeds_at_most_one_page_again(vector_db: str, long_export: Path) -> None:
+def test_a_rescued_job_embeds_at_most_one_page_again(
+    vector_database_url: str, long_export: Path
+) -> None:
     with (
         EmbeddingsServer(latency_seconds=0.01, bedrock_dimensions=(768,)) as server,
-        ImportHarness(vector_db) as h,
+        ImportHarness(vector_database_url) as h,
     ):
         user = h.new_user()
         h.upload(user, long_export)
@@ -222,31 +182,34 @@ def test_a_rescued_job_embeds_at_most_one_page_again(vector_db: str, long_export
         assert worker.wait(120) == 0, worker.output()[-3000:]
         job = h.job(job_id)
         assert (job["status"], job["attempt"]) == ("succeeded", 2), job["last_error"]
-        count = assert_each_chunk_has_its_own_vector(vector_db, user)
+        count = assert_each_chunk_has_its_own_vector(vector_database_url, user)
         sent = chunk_texts_sent(server)
     assert job["result"]["embeddings"] == count
     assert count <= len(sent) <= count + PAGE_CHUNKS, "at most one page embedded twice"
 
 
 def test_throttling_slows_the_stage_but_it_completes(
-    vector_db: str, embeddings: EmbeddingsServer, export: Path
+    vector_database_url: str, embeddings: EmbeddingsServer, export: Path
 ) -> None:
     # The start-up check takes the first throttle (and only warns); the stage the rest.
     embeddings.script(kit.throttle(times=3))
-    with ImportHarness(vector_db) as h:
+    with ImportHarness(vector_database_url) as h:
         user, job_id = import_once(h, export, **openai_env(embeddings))
     job = h.job(job_id)
     assert job["status"] == "succeeded", job["last_error"]
     assert job["result"]["embedding_usage"]["throttled"] >= 2
-    assert assert_each_chunk_has_its_own_vector(vector_db, user) == job["result"]["embeddings"]
+    assert (
+        assert_each_chunk_has_its_own_vector(vector_database_url, user)
+        == job["result"]["embeddings"]
+    )
 
 
 def test_a_refused_dimension_stops_the_daemon_at_start_with_the_fix(
-    vector_db: str, embeddings: EmbeddingsServer
+    vector_database_url: str, embeddings: EmbeddingsServer
 ) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
-        "DATABASE_URL": vector_db,
+        "DATABASE_URL": vector_database_url,
         "SOULWORKER_MODEL_STAGES": "off",
         "SUPABASE_URL": "http://127.0.0.1:9",
         "SUPABASE_SERVICE_KEY": "x",
@@ -267,26 +230,26 @@ def test_a_refused_dimension_stops_the_daemon_at_start_with_the_fix(
 
 
 def test_a_refused_dimension_in_the_stage_fails_the_job_permanently(
-    vector_db: str, embeddings: EmbeddingsServer, export: Path
+    vector_database_url: str, embeddings: EmbeddingsServer, export: Path
 ) -> None:
     # A throttled start-up check is inconclusive: the daemon starts, and the stage meets the
     # refusal itself.
     embeddings.script(kit.throttle(times=1))
-    with ImportHarness(vector_db) as h:
+    with ImportHarness(vector_database_url) as h:
         user, job_id = import_once(h, export, **bedrock_env(embeddings))
         output = h.workers[-1].output()
     job = h.job(job_id)
     assert (job["status"], job["attempt"]) == ("failed", 1)
     assert "set the embedding column to vector(1024)" in output
-    assert all(row["embedding"] is None for row in vectors(vector_db, user))
+    assert all(row["embedding"] is None for row in vectors(vector_database_url, user))
 
 
 def test_chunks_a_newer_import_replaced_are_never_written_to(
-    vector_db: str, long_export: Path
+    vector_database_url: str, long_export: Path
 ) -> None:
     with (
         EmbeddingsServer(latency_seconds=0.02, bedrock_dimensions=(768,)) as server,
-        ImportHarness(vector_db) as h,
+        ImportHarness(vector_database_url) as h,
     ):
         user = h.new_user()
         h.upload(user, long_export)
@@ -301,7 +264,7 @@ def test_chunks_a_newer_import_replaced_are_never_written_to(
         # What a newer import's parse commits: its own set, and this job's set gone.
         newer = uuid.uuid4()
         query(
-            vector_db,
+            vector_database_url,
             "with moved as (delete from conversation_chunks where import_job_id = %s "
             "returning *) insert into conversation_chunks (user_id, conversation_id, title, "
             "content, created_at, import_job_id, chunk_index) select user_id, conversation_id, "
@@ -313,16 +276,16 @@ def test_chunks_a_newer_import_replaced_are_never_written_to(
     job = h.job(job_id)
     assert job["status"] == "succeeded", job["last_error"]
     assert job["result"]["embed_skipped_reason"] == "chunks_replaced"
-    rows = vectors(vector_db, user)
+    rows = vectors(vector_database_url, user)
     assert rows and {row["import_job_id"] for row in rows} == {newer}
     assert all(row["embedding"] is None for row in rows), "nothing written to the newer set"
 
 
 def test_two_jobs_in_one_process_share_its_embedding_concurrency(
-    vector_db: str, export: Path
+    vector_database_url: str, export: Path
 ) -> None:
     server = EmbeddingsServer(latency_seconds=0.02, bedrock_dimensions=(DIMENSIONS,))
-    with server, ImportHarness(vector_db) as h:
+    with server, ImportHarness(vector_database_url) as h:
         users = [h.new_user(), h.new_user()]
         jobs = []
         for user in users:
@@ -335,6 +298,7 @@ def test_two_jobs_in_one_process_share_its_embedding_concurrency(
             job = h.job(job_id)
             assert job["status"] == "succeeded", job["last_error"]
             assert (
-                assert_each_chunk_has_its_own_vector(vector_db, user) == job["result"]["embeddings"]
+                assert_each_chunk_has_its_own_vector(vector_database_url, user)
+                == job["result"]["embeddings"]
             )
         assert server.max_in_flight <= 2, "the limit is the process's, not each job's"

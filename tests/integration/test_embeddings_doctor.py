@@ -4,7 +4,6 @@ live call to the test kit's embeddings server (docs/embeddings.md, "Dimensions")
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -17,53 +16,12 @@ from psycopg.rows import dict_row
 
 from soulworker.doctor import DoctorContext, Status, run_doctor
 from soulworker.embeddings.dimensions import EmbeddingColumn, embedding_column
-from soulworker.local.embedded_postgres import (
-    EmbeddedPostgres,
-    _pgserver_bindir,
-    find_postgres_binaries,
-)
-from soulworker.migrate import migrate
 from soulworker.testing import embeddings_server as kit
-from soulworker.testing import postgres as pg
 from soulworker.testing.embeddings_server import EmbeddingsServer
 
 pytestmark = pytest.mark.db
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def vector_server_url() -> Iterator[str]:
-    """pgserver's PostgreSQL 16 with pgvector, as tests/integration/test_migrations_pgvector.py
-    starts it."""
-    bindir = _pgserver_bindir()
-    binaries = find_postgres_binaries([("pgserver", bindir)]) if bindir else None
-    if binaries is None:
-        pytest.skip("pgserver is not installed: pip install -e '.[dev]' brings it")
-    server = EmbeddedPostgres(binaries=binaries)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-async def _migrate(url: str) -> None:
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def vector_database_url(vector_server_url: str) -> Iterator[str]:
-    """A migrated database with pgvector: ``conversation_chunks.embedding`` is vector(768)."""
-    with pg.scratch_database(vector_server_url) as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("create extension vector")
-        asyncio.run(_migrate(url))
-        yield url
 
 
 @pytest.fixture

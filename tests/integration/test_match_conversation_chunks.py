@@ -5,9 +5,7 @@ call it; an app's own function of that name is never replaced."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +13,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from soulworker.local.embedded_postgres import (
-    EmbeddedPostgres,
-    _pgserver_bindir,
-    find_postgres_binaries,
-)
-from soulworker.migrate import migrate
 from soulworker.pipeline.embed_stage import vector_text
 from soulworker.testing import postgres as pg
 from soulworker.testing.embeddings_server import expected_vector
@@ -30,29 +22,6 @@ pytestmark = pytest.mark.db
 
 DIMENSIONS = 768
 SIGNATURE = "match_conversation_chunks(vector, uuid, integer, double precision)"
-
-
-@pytest.fixture(scope="module")
-def vector_server_url() -> Iterator[str]:
-    """pgserver's PostgreSQL 16 with pgvector (as tests/integration/test_migrations_pgvector.py)."""
-    bindir = _pgserver_bindir()
-    binaries = find_postgres_binaries([("pgserver", bindir)]) if bindir else None
-    if binaries is None:
-        pytest.skip("pgserver is not installed: pip install -e '.[dev]' brings it")
-    server = EmbeddedPostgres(binaries=binaries)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-async def _migrate(url: str) -> None:
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 def add_chunk(conn: psycopg.Connection[Any], user: uuid.UUID, text: str) -> None:
@@ -80,7 +49,7 @@ def test_the_users_relevant_chunk_comes_first_and_no_one_elses_ever(
     with supabase_api_roles(vector_server_url), supabase_database(vector_server_url) as db:
         with psycopg.connect(db.admin_url, autocommit=True) as admin:
             admin.execute("create extension vector")
-        asyncio.run(_migrate(db.owner_url))
+        pg.migrate_database(db.owner_url)
         a, b = uuid.uuid4(), uuid.uuid4()
         with psycopg.connect(db.owner_url, autocommit=True, row_factory=dict_row) as conn:
             for text in ("sailing in May", "my sister's wedding", "learning chess openings"):
@@ -123,7 +92,7 @@ def test_an_existing_function_of_that_name_is_never_replaced(vector_server_url: 
                 "match_user_id uuid, match_count integer, match_threshold double precision) "
                 "returns integer language sql as 'select 42'"
             )
-        asyncio.run(_migrate(url))
+        pg.migrate_database(url)
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute("select match_conversation_chunks(null, null, 1, 0.0)").fetchone()
         assert row == (42,)

@@ -1,51 +1,17 @@
 """Migrations where pgvector exists (docs/contract.md: pgvector is used when present).
 
 The machine's PostgreSQL has no pgvector; ``pgserver`` (a dev dependency) bundles PostgreSQL 16 with
-pgvector, started here as an embedded server of the test's own.
+pgvector, started once for the session (``vector_server_url`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from soulworker.local.embedded_postgres import (
-    EmbeddedPostgres,
-    _pgserver_bindir,
-    find_postgres_binaries,
-)
-from soulworker.migrate import migrate
+from soulworker.testing import postgres as pg
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture(scope="module")
-def vector_server_url() -> Iterator[str]:
-    bindir = _pgserver_bindir()
-    binaries = find_postgres_binaries([("pgserver", bindir)]) if bindir else None
-    if binaries is None:
-        pytest.skip("pgserver is not installed: pip install -e '.[dev]' brings it")
-    server = EmbeddedPostgres(binaries=binaries)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-def _run_migrate(url: str) -> None:
-    async def apply() -> None:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(apply())
 
 
 def _fresh_database(server_url: str, name: str) -> str:
@@ -61,8 +27,8 @@ def test_a_new_chunks_table_gets_the_embedding_column(vector_server_url: str) ->
     url = _fresh_database(vector_server_url, "sw_vector_new")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create extension vector")
-    _run_migrate(url)
-    _run_migrate(url)  # and again: nothing changes
+    pg.migrate_database(url)
+    pg.migrate_database(url)  # and again: nothing changes
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "select format_type(atttypid, atttypmod) from pg_attribute "
@@ -88,7 +54,7 @@ def test_an_existing_embedding_column_and_its_vectors_are_kept(vector_server_url
             "embedding) values (gen_random_uuid(), 'c1', 'text', now(), "
             "array_fill(0.5::real, array[768])::vector)"
         )
-    _run_migrate(url)
+    pg.migrate_database(url)
     with psycopg.connect(url, autocommit=True) as conn:
         kept = conn.execute(
             "select vector_dims(embedding), import_job_id is null from conversation_chunks"
