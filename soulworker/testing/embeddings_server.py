@@ -42,9 +42,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import quote, unquote
+
+from soulworker.testing.loopback import LoopbackServer
 
 FAKE_AWS_ACCESS_KEY_ID = "AKIDSOULWORKERTEST01"
 FAKE_AWS_SECRET_ACCESS_KEY = "fake/secret+for+loopback+only0000000000"  # noqa: S105 - a fake
@@ -58,8 +60,6 @@ TITAN_MAX_TOKENS = 8_192
 OPENAI_MAX_TOKENS = 8_191
 OPENAI_NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 DEFAULT_NATIVE_DIMENSIONS = 768
-SHUTDOWN_POLL_SECONDS = 0.05
-
 _SIGV4 = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[A-Z0-9]+)/(?P<day>\d{8})/(?P<region>[a-z0-9-]+)/"
     r"bedrock/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<sig>[0-9a-f]{64})$"
@@ -159,33 +159,18 @@ class EmbeddingsServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._tokens_billed = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopbackServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> EmbeddingsServer:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name="fake-embeddings",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http = LoopbackServer(_make_handler(self), name="fake-embeddings")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> EmbeddingsServer:
         return self.start()
@@ -196,9 +181,8 @@ class EmbeddingsServer:
     @property
     def base_url(self) -> str:
         """The Bedrock runtime endpoint (``SOULWORKER_EMBED_ENDPOINT_URL`` for ``bedrock``)."""
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self._http is not None, "server not started"
+        return self._http.base_url
 
     @property
     def openai_base_url(self) -> str:

@@ -42,15 +42,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from soulworker.testing.loopback import LoopbackServer
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
 PURPOSE_HEADER = "x-soulworker-purpose"
 CHARS_PER_TOKEN = 4
-# How often serve_forever checks for shutdown: short, so stopping a server is instant.
-SHUTDOWN_POLL_SECONDS = 0.02
 # Array length the schema responder produces: fits every list bound in soulworker's schemas
 # (the wire schema no longer carries maxItems, so the fake cannot read the real bounds).
 GENERATED_ARRAY_MIN = 3
@@ -444,35 +444,18 @@ class FakeMessagesAPI:
         self._in_flight_by_purpose: Counter[str] = Counter()
         self._max_in_flight_by_purpose: dict[str, int] = {}
         self._counter = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopbackServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> FakeMessagesAPI:
-        handler = _make_handler(self)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        # Keep-alive connections idle in their handler threads; don't wait for them on close.
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name="fake-messages-api",
-        )
-        self._thread.daemon = True
-        self._thread.start()
+        self._http = LoopbackServer(_make_handler(self), name="fake-messages-api")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> FakeMessagesAPI:
         return self.start()
@@ -482,9 +465,8 @@ class FakeMessagesAPI:
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self._http is not None, "server not started"
+        return self._http.base_url
 
     # --- scripting and inspection ---------------------------------------------------------------
 

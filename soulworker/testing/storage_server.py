@@ -54,11 +54,13 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
+
+from soulworker.testing.loopback import LoopbackServer
 
 
 def _b64url(data: dict[str, Any]) -> str:
@@ -261,33 +263,22 @@ class StorageServer:
         self._generation = 0
         self._stopping = threading.Event()
         self._scratch = Path(tempfile.mkdtemp(prefix="fake-storage-"))
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopbackServer | None = None
 
     # lifecycle
 
     def start(self) -> StorageServer:
         handler = type("_BoundHandler", (_Handler,), {"storage": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name="fake-storage",
-        )
-        self._thread.start()
+        # Wait for the handlers on close: they read the files close removes.
+        self._http = LoopbackServer(handler, name="fake-storage", wait_for_handlers=True)
         return self
 
     def close(self) -> None:
         """Stop serving, release stalled responses, remove objects made by ``put_bytes``."""
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> StorageServer:
@@ -304,8 +295,8 @@ class StorageServer:
     @property
     def url(self) -> str:
         """The base URL to use as ``SUPABASE_URL``: ``http://127.0.0.1:<port>``."""
-        assert self._httpd is not None, "start the server first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._http is not None, "start the server first"
+        return self._http.base_url
 
     # objects
 
