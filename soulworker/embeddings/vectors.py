@@ -56,9 +56,13 @@ def cut_to_budget(text: str, budget: int) -> tuple[str, bool]:
 def normalized(values: Sequence[float]) -> Vector:
     """``values`` scaled to unit length (cosine distance then equals 1 - dot product).
 
-    Raises ``ValueError`` for a zero vector or a non-finite value: neither can be searched.
+    Raises ``ValueError`` for a zero vector, a non-finite value or one that is no number: none
+    can be searched.
     """
-    vector = [float(value) for value in values]
+    try:
+        vector = [float(value) for value in values]
+    except TypeError:  # a list, an object or null where a number belongs
+        raise ValueError("the embedding holds a value that is not a number") from None
     if not all(math.isfinite(value) for value in vector):
         raise ValueError("the embedding holds a non-finite value")
     length = math.sqrt(math.fsum(value * value for value in vector))

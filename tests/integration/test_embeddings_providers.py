@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -25,6 +26,7 @@ from soulworker.embeddings.vectors import OPENAI_V3_LIMIT, TITAN_V2_LIMIT
 from soulworker.settings import Settings
 from soulworker.testing import embeddings_server as kit
 from soulworker.testing.embeddings_server import EmbeddingsServer, expected_vector
+from soulworker.testing.loopback import LoopbackServer
 
 FAST = EmbedRetryPolicy(
     max_attempts=4,
@@ -413,3 +415,53 @@ async def test_concurrency_is_bounded_by_the_setting(server: EmbeddingsServer) -
         await embedder.embed(TEXTS)
     assert server.max_in_flight == 3
     assert embedder.limiter.max_in_flight == 3
+
+
+# --- answers no real service should give (a hostile or broken endpoint) -------------------------
+
+BAD_ANSWERS = {
+    "not JSON": b"<html>gateway</html>",
+    "no data": b'{"object": "list"}',
+    "fewer vectors": b'{"data": [{"index": 0, "embedding": [1.0, 0.0, 0.0]}]}',
+    "all zeros": b'{"data": [{"index": 0, "embedding": [0, 0, 0]}, '
+    b'{"index": 1, "embedding": [0, 0, 0]}]}',
+    "not finite": b'{"data": [{"index": 0, "embedding": [NaN, 1, 1]}, '
+    b'{"index": 1, "embedding": [Infinity, 1, 1]}]}',
+    "lists for numbers": b'{"data": [{"index": 0, "embedding": [[1], [2], [3]]}, '
+    b'{"index": 1, "embedding": [null, {}, "x"]}]}',
+    "a huge index": b'{"data": [{"index": "' + b"9" * 5000 + b'", "embedding": [1, 1, 1]}]}',
+}
+
+
+@pytest.mark.parametrize("body", list(BAD_ANSWERS.values()), ids=list(BAD_ANSWERS))
+async def test_a_broken_answer_is_a_bad_answer_never_a_crash_nor_a_leak(body: bytes) -> None:
+    class Answers(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    endpoint = LoopbackServer(Answers, name="broken-embeddings")
+    try:
+        env = {
+            "SOULWORKER_EMBED_PROVIDER": "openai",
+            "SOULWORKER_EMBED_ENDPOINT_URL": endpoint.base_url + "/v1",
+            "SOULWORKER_EMBED_API_KEY": kit.FAKE_OPENAI_API_KEY,
+        }
+        texts = ["my private note one", "my private note two"]
+        async with make(env, 3) as embedder:
+            with pytest.raises(EmbeddingUnavailable) as caught:
+                await embedder.embed(texts)
+    finally:
+        endpoint.stop()
+    error = caught.value
+    assert error.code == "embedding_bad_answer"
+    assert not error.permanent, "a broken answer may be a passing fault: the job is retried"
+    shown = " ".join([str(error), repr(error), str(getattr(error, "operator_line", ""))])
+    assert "private note" not in shown and kit.FAKE_OPENAI_API_KEY not in shown
