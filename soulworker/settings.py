@@ -454,6 +454,44 @@ class Settings:
         "what was left out.",
         _int_at_least(1000), group="model",
     )
+    full_pass_mode: str = _knob(
+        "SOULWORKER_FULL_PASS_MODE", "auto",
+        "batch sends the full pass's fact extraction through Message Batches (half the price, "
+        "done within the hour, the job waits parked); direct calls the model at once; auto is "
+        "direct, batch once its end-to-end path is proven (docs/full-pass-batches.md); "
+        "soulworker import always calls directly.",
+        _choice("auto", "batch", "direct"), group="model",
+    )
+    batch_poll_min_seconds: float = _knob(
+        "SOULWORKER_BATCH_POLL_MIN_SECONDS", 30.0,
+        "First wait before a parked job looks at its batch again; the wait grows with the "
+        "batch's age (a tenth of it) up to the maximum below.",
+        _seconds(0.1), default_text="30", group="model",
+    )
+    batch_poll_max_seconds: float = _knob(
+        "SOULWORKER_BATCH_POLL_MAX_SECONDS", 300.0,
+        "Longest wait between two looks at a batch: most batches end within the hour, so a "
+        "finished one waits at most this long to be read.",
+        _seconds(0.1), default_text="300", group="model",
+    )
+    soulprint_effort: str = _knob(
+        "SOULWORKER_SOULPRINT_EFFORT", "default",
+        "Effort of the quick pass and the v2 sections (low, medium, high, xhigh, max or "
+        "default: none sent, the model decides): the soulprint is judgement, worth thinking.",
+        _choice("default", "low", "medium", "high", "xhigh", "max"), group="model",
+    )
+    fact_extraction_effort: str = _knob(
+        "SOULWORKER_FACT_EXTRACTION_EFFORT", "low",
+        "Effort of fact extraction: copying stated facts out of excerpts needs little "
+        "thought, and thinking is billed as output (docs/configuration.md, Effort).",
+        _choice("default", "low", "medium", "high", "xhigh", "max"), group="model",
+    )
+    fact_reduction_effort: str = _knob(
+        "SOULWORKER_FACT_REDUCTION_EFFORT", "low",
+        "Effort of fact reduction: merging and deduplicating lists of facts, again little "
+        "thought for its output.",
+        _choice("default", "low", "medium", "high", "xhigh", "max"), group="model",
+    )
     artifact_retention_days: int = _knob(
         "SOULWORKER_ARTIFACT_RETENTION_DAYS", 30,
         "Days the working data of a failed or cancelled import (its conversation sample and "

@@ -58,7 +58,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anthropic
 import structlog
@@ -81,6 +81,16 @@ from soulworker.llm.usage import CallUsage, UsageLedger
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+# ``output_config.effort``: how much the model thinks before answering (docs/configuration.md).
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+EFFORTS: tuple[Effort, ...] = ("low", "medium", "high", "xhigh", "max")
+
+
+def effort_setting(value: str) -> Effort | None:
+    """An effort setting's value as sent: ``default`` (or anything else) sends none."""
+    return next((effort for effort in EFFORTS if effort == value), None)
+
 
 # A non-streaming answer of 16K tokens can take several minutes; the SDK's own default for
 # non-streaming requests is the same ten minutes.
@@ -234,6 +244,25 @@ class ModelClient:
         """The configuration this client was built with."""
         return self._config
 
+    @property
+    def sdk(self) -> anthropic.AsyncAnthropic:
+        """The SDK client (shared connection pool), for ``soulworker.llm.batches``."""
+        return self._shared.sdk
+
+    @property
+    def prices(self) -> PriceTable:
+        return self._prices
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A place among the requests in flight (job and process limits)."""
+        return self._slot()
+
+    async def retried(
+        self, purpose: str, model: str, send: Callable[[int], Awaitable[T]]
+    ) -> tuple[T, int]:
+        """``send`` under the retry policy, as every call here (see ``_retried``)."""
+        return await self._retried(purpose, model, send)
+
     def for_job(
         self, ledger: UsageLedger, *, max_concurrent_calls: int | None = None
     ) -> ModelClient:
@@ -292,8 +321,12 @@ class ModelClient:
         content: str,
         schema: OutputSchema,
         max_tokens: int,
+        effort: Effort | None = None,
     ) -> StructuredAnswer:
         """Ask ``model`` for an answer in ``schema``'s format and return it judged.
+
+        ``effort`` (``low``…``max``) is sent as ``output_config.effort``; ``None`` sends none
+        and leaves it to the model's default (docs/configuration.md, "Effort").
 
         ``purpose`` (snake_case, e.g. ``fact_extraction``) keys the usage ledger and logs.
         ``content`` is the single user turn; wrap conversation text with
@@ -313,7 +346,7 @@ class ModelClient:
         _check_purpose(purpose)
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        request = _Request(purpose, model, system, content, schema, max_tokens)
+        request = StructuredRequest(purpose, model, system, content, schema, max_tokens, effort)
         requests = 0
         for asked_again in (False, True):
             sent, tries = await self._retried(purpose, model, partial(self._send, request))
@@ -324,7 +357,7 @@ class ModelClient:
                 purpose, schema.name, tries, sent.latency_ms, usage, self._prices.cost_usd(usage)
             )
             try:
-                judged, code = _read_answer(message, schema, max_tokens, last_chance=asked_again)
+                judged, code = read_answer(message, schema, max_tokens, last_chance=asked_again)
             except ModelError as failure:
                 call.log(message, outcome=failure.code)
                 raise
@@ -350,6 +383,18 @@ class ModelClient:
             request = request.asked_again(judged.problems)
         raise AssertionError("unreachable: the second answer returns or raises")
 
+    async def ask(self, request: StructuredRequest) -> StructuredAnswer:
+        """``structured`` with the fields of ``request`` (built once, sent by either road)."""
+        return await self.structured(
+            purpose=request.purpose,
+            model=request.model,
+            system=request.system,
+            content=request.content,
+            schema=request.schema,
+            max_tokens=request.max_tokens,
+            effort=request.effort,
+        )
+
     async def _retried(
         self, purpose: str, model: str, send: Callable[[int], Awaitable[T]]
     ) -> tuple[T, int]:
@@ -372,18 +417,14 @@ class ModelClient:
             raise failure
         return results[-1], attempt_number
 
-    async def _send(self, request: _Request, attempt_number: int) -> _Sent:
+    async def _send(self, request: StructuredRequest, attempt_number: int) -> _Sent:
         """One request. Every answered request is recorded in the ledger before anything judges
         it: it is billed whatever its answer is worth."""
         async with self._slot():
             started = time.monotonic()
             try:
                 message = await self._shared.sdk.messages.create(
-                    model=request.model,
-                    max_tokens=request.max_tokens,
-                    system=request.system,
-                    messages=[{"role": "user", "content": request.user_turn}],
-                    output_config=_output_config(request.schema),
+                    **request.params(),
                     extra_headers={PURPOSE_HEADER: request.purpose},
                     timeout=self._shared.timeout,
                 )
@@ -439,13 +480,19 @@ class ModelClient:
         return counted
 
 
-def _output_config(schema: OutputSchema) -> OutputConfigParam:
-    return {"format": {"type": "json_schema", "schema": schema.wire_schema}}
+def _output_config(schema: OutputSchema, effort: Effort | None = None) -> OutputConfigParam:
+    config: OutputConfigParam = {"format": {"type": "json_schema", "schema": schema.wire_schema}}
+    if effort is not None:
+        config["effort"] = effort
+    return config
 
 
 @dataclass(frozen=True)
-class _Request:
-    """What one structured request sends. ``feedback`` is the re-ask's second text."""
+class StructuredRequest:
+    """What one structured request sends. ``feedback`` is the re-ask's second text.
+
+    The direct call and the Message Batches request (``soulworker.llm.batches``) send the same
+    ``params()``, so a request costs and answers the same by either road."""
 
     purpose: str
     model: str
@@ -453,7 +500,18 @@ class _Request:
     content: str
     schema: OutputSchema
     max_tokens: int
+    effort: Effort | None = None
     feedback: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The body of ``messages.create`` (and a batch request's ``params``)."""
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": self.system,
+            "messages": [{"role": "user", "content": self.user_turn}],
+            "output_config": _output_config(self.schema, self.effort),
+        }
 
     @property
     def user_turn(self) -> str | list[TextBlockParam]:
@@ -461,7 +519,7 @@ class _Request:
             return self.content
         return [{"type": "text", "text": self.content}, {"type": "text", "text": self.feedback}]
 
-    def asked_again(self, problems: Sequence[str]) -> _Request:
+    def asked_again(self, problems: Sequence[str]) -> StructuredRequest:
         """The re-ask: the same request with a second text saying what was wrong."""
         return replace(self, feedback=reask_feedback(problems))
 
@@ -471,7 +529,7 @@ def _answer_text(message: Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
 
 
-def _read_answer(
+def read_answer(
     message: Message, schema: OutputSchema, max_tokens: int, *, last_chance: bool
 ) -> tuple[Judgement, str]:
     """The answer judged, with the error code it earns if it is not usable.
@@ -480,7 +538,8 @@ def _read_answer(
     help); an unexpected stop, text that is not JSON, or a hard rule broken make a judgement
     with problems, which the caller answers with a re-ask.
     """
-    request_id = message._request_id
+    # A batch result's message came in no HTTP answer of its own, so it has no request id.
+    request_id: str | None = getattr(message, "_request_id", None)
     stop_reason = message.stop_reason
     if stop_reason == "refusal":
         details = message.stop_details

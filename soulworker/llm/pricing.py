@@ -15,6 +15,8 @@ reads at 0.1x. A long-context tier is chosen by the whole prompt (input + cache 
 reads) and then applies to every token of that request, output included, which is how the
 vendor bills tiered models.
 
+Requests sent through the Message Batches API cost half (``BATCH_PRICE_FACTOR``).
+
 Operators override or add prices with a JSON object (``PriceTable.from_json``), for example
 ``{"my-model": {"input": 2, "output": 8}}``; see ``parse_price_config`` for the keys.
 
@@ -42,6 +44,10 @@ TOKENS_PER_MTOK = Decimal(1_000_000)
 DEFAULT_CACHE_WRITE_5M_MULTIPLIER = Decimal("1.25")
 DEFAULT_CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
 DEFAULT_CACHE_READ_MULTIPLIER = Decimal("0.1")
+
+# Requests of a Message Batch are billed at half the price of the same direct call, on every
+# token kind, cache reads and writes included (vendor batch-processing page; docs/platform.md).
+BATCH_PRICE_FACTOR = Decimal("0.5")
 
 # A dated snapshot id (``claude-haiku-4-5-20251001``) is priced like its alias.
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
@@ -132,15 +138,17 @@ class PriceTable:
             price = self.prices.get(_DATED_SUFFIX.sub("", model))
         return price
 
-    def cost_usd(self, usage: CallUsage) -> Decimal | None:
-        """The cost of a call, or ``None`` (with a one-time warning) when its model is unknown."""
+    def cost_usd(self, usage: CallUsage, *, batch: bool = False) -> Decimal | None:
+        """The cost of a call, or ``None`` (with a one-time warning) when its model is unknown.
+        ``batch``: a request of a Message Batch, billed at ``BATCH_PRICE_FACTOR``."""
         price = self.lookup(usage.model)
         if price is None:
             if usage.model not in self._warned:
                 self._warned.add(usage.model)
                 log.warning("model_price_unknown", model=usage.model)
             return None
-        return call_cost_usd(price, usage)
+        cost = call_cost_usd(price, usage)
+        return cost * BATCH_PRICE_FACTOR if batch else cost
 
 
 _PRICE_KEYS = frozenset(

@@ -185,6 +185,16 @@ def summary_lines(
                     + (f" ({', '.join(models)})" if models else ""),
                 )
             )
+            modes = total.get("usd_by_full_pass_mode")
+            if isinstance(modes, Mapping) and not unpriced:
+                rows.append(
+                    (
+                        "full pass mode",
+                        f"direct about {_usd(modes.get('direct'))}, batch about "
+                        f"{_usd(modes.get('batch'))} (SOULWORKER_FULL_PASS_MODE; soulworker "
+                        "import calls directly)",
+                    )
+                )
     width = max(len(label) for label, _ in rows)
     lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)
     return lines

@@ -208,6 +208,9 @@ def local_settings(
         "database_url": database_url,
         "model_stages": model_stages,
         "concurrency": 1,
+        # A person waits for this import: no Message Batch, whose answer may take an hour
+        # (docs/full-pass-batches.md, "Modes").
+        "full_pass_mode": "direct",
     }
     for variable, name, value, _why in LOCAL_DEFAULTS:
         if variable not in environ:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from soulworker.errors import JobError
+from soulworker.llm.client import effort_setting
 from soulworker.llm.schemas import (
     FACT_CATEGORIES,
     FACT_CATEGORY_REDUCTION,
@@ -221,6 +222,7 @@ class FinishStage:
                     content=prompts.fact_reduction_content(category, batch),
                     schema=FACT_CATEGORY_REDUCTION[category],
                     max_tokens=REDUCTION_MAX_TOKENS,
+                    effort=effort_setting(run.settings.fact_reduction_effort),
                 )
                 reduced_items = list(answer.data.get(category) or [])
                 repairs = count_repairs(answer.repairs)
@@ -261,6 +263,7 @@ class FinishStage:
                 persona_text=parse_output.persona_text,
                 stats=prompt_stats(run.result),
                 memory_md=memory_md,
+                effort=effort_setting(run.settings.soulprint_effort),
             )
         except JobError as failure:
             if failure.code in FATAL_MODEL_CODES:

@@ -28,6 +28,7 @@ from typing import Any
 from soulworker.conversations.chunk_layout import ChunkLayout
 from soulworker.errors import JobError, TransientJobError
 from soulworker.jobs.errors import JobControl, ReleaseRequested
+from soulworker.llm.client import effort_setting
 from soulworker.llm.errors import ModelRefused, ModelTruncated
 from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
@@ -205,6 +206,7 @@ class FullPassStage:
                     content=content,
                     schema=FACT_EXTRACTION,
                     max_tokens=max_tokens,
+                    effort=effort_setting(run.settings.fact_extraction_effort),
                 )
                 return FactBatch(answer.data, repairs=count_repairs(answer.repairs))
             except ModelRefused:

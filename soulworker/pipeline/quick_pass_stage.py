@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from soulworker.llm.client import effort_setting
 from soulworker.logs import get_logger
 from soulworker.pipeline.handoffs import QUICK_SECTIONS_ARTIFACT, QuickSections
 from soulworker.pipeline.import_run import ImportRun
@@ -48,6 +49,7 @@ class QuickPassStage:
             sample=parse_output.sample_text,
             persona_text=parse_output.persona_text,
             stats=prompt_stats(run.result),
+            effort=effort_setting(run.settings.soulprint_effort),
         )
         sections = answer.data
         ai_name, archetype = identity_fields(sections)

@@ -16,6 +16,7 @@ from soulworker.llm.usage import UsageLedger, UsageTotals
 PURPOSE_STAGES = {
     "quick_pass": "quick_pass",
     "fact_extraction": "full_pass",
+    "fact_extraction_batch": "full_pass",  # the same requests through Message Batches
     "fact_reduction": "finish",
     "soulprint_v2": "finish",
 }

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from soulworker.llm.models import CHARS_PER_TOKEN, estimate_tokens, tokens_for_chars
-from soulworker.llm.pricing import PriceTable
+from soulworker.llm.pricing import BATCH_PRICE_FACTOR, PriceTable
 from soulworker.llm.usage import CallUsage
 from soulworker.settings import Settings
 from soulworker.soulprint import prompts
@@ -74,6 +74,14 @@ def estimate_model_cost(
     }
     usd = sum((Decimal(str(stage["usd"])) for stage in stages.values()), Decimal(0))
     total["usd"] = float(round(usd, 6))
+    # The same requests of the full pass through Message Batches cost half
+    # (SOULWORKER_FULL_PASS_MODE, docs/full-pass-batches.md): both figures, whatever the mode.
+    full_pass_usd = Decimal(str(stages["full_pass"]["usd"]))
+    batch_usd = usd - full_pass_usd + full_pass_usd * BATCH_PRICE_FACTOR
+    total["usd_by_full_pass_mode"] = {
+        "direct": float(round(usd, 6)),
+        "batch": float(round(batch_usd, 6)),
+    }
     # Without this a total that leaves out an unpriced stage would read as the whole cost.
     unpriced = sorted(
         {stage["unpriced_model"] for stage in stages.values() if "unpriced_model" in stage}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from soulworker.errors import TransientJobError
-from soulworker.llm.client import ModelClient, StructuredAnswer
+from soulworker.llm.client import Effort, ModelClient, StructuredAnswer
 from soulworker.llm.errors import ModelContextExceeded, ModelTruncated
 from soulworker.llm.models import context_tokens, pessimistic_tokens
 from soulworker.llm.schemas import SOULPRINT, SOULPRINT_V2
@@ -59,6 +59,7 @@ async def ask_for_soulprint(
     persona_text: str,
     stats: dict[str, Any],
     memory_md: str | None = None,
+    effort: Effort | None = None,
 ) -> StructuredAnswer:
     """The five sections, with the truncation ladder; with ``memory_md``, the v2 sections."""
     system = prompts.soulprint_system(with_memory=memory_md is not None)
@@ -82,6 +83,7 @@ async def ask_for_soulprint(
                 content=content,
                 schema=schema,
                 max_tokens=max_tokens,
+                effort=effort,
             )
         except ModelContextExceeded:
             log.warning("prompt too long for the model; shrinking the sample", purpose=purpose)

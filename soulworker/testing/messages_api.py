@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 that speaks enough of the Anthropic Messages API for the real
 ``anthropic`` SDK (2.x) to talk to it through ``base_url``.
 
-Endpoints: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``. Answers are
+Endpoints: ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` and the Message Batches
+endpoints (``soulworker.testing.message_batches``: create, retrieve, list, results, cancel,
+expiry and per-request results, scripted with the same faults). Answers are
 structured-output messages: one ``text`` block holding JSON, ``stop_reason`` ``end_turn``, and
 ``usage`` that looks real (input tokens = ceil(chars of system + user text / 4), output tokens
 = ceil(chars of the answer / 4)).
@@ -39,6 +41,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +49,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from soulworker.testing.loopback import LoopbackServer
+from soulworker.testing.message_batches import (
+    BATCH_REQUEST_PATH,
+    BATCHES_PATH,
+    BatchBook,
+    FakeBatch,
+)
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
@@ -422,6 +431,22 @@ def stopped(stop_reason: str, **kw: Any) -> Fault:
     return Fault(kind="stop", stop_reason=stop_reason, **kw)
 
 
+def in_batches(fault: Fault) -> Fault:
+    """``fault`` for requests inside a batch instead of direct calls (``message_batches``)."""
+    fault.path = BATCH_REQUEST_PATH
+    return fault
+
+
+def batch_request_expired(**kw: Any) -> Fault:
+    """A batch request that comes back ``expired``."""
+    return Fault(kind="expired", path=BATCH_REQUEST_PATH, **kw)
+
+
+def batch_request_canceled(**kw: Any) -> Fault:
+    """A batch request that comes back ``canceled``."""
+    return Fault(kind="canceled", path=BATCH_REQUEST_PATH, **kw)
+
+
 def slow(seconds: float, **kw: Any) -> Fault:
     return Fault(kind="delay", delay_seconds=seconds, **kw)
 
@@ -445,6 +470,7 @@ class FakeMessagesAPI:
         self._max_in_flight_by_purpose: dict[str, int] = {}
         self._counter = 0
         self._http: LoopbackServer | None = None
+        self.batch_book = BatchBook(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -504,16 +530,29 @@ class FakeMessagesAPI:
         with self._lock:
             return self._max_in_flight_by_purpose.get(purpose, 0)
 
+    @property
+    def batches(self) -> list[FakeBatch]:
+        """Every batch created, oldest first (see ``soulworker.testing.message_batches``)."""
+        return self.batch_book.batches
+
+    @property
+    def batch_requests(self) -> list[RecordedRequest]:
+        """The requests of every batch created, as recorded."""
+        return [request for batch in self.batches for _, request in batch.requests]
+
     def calls_by_purpose(self) -> Counter[str]:
         return Counter(r.purpose or "" for r in self.message_requests)
 
-    def billed(self, purpose: str | None = None) -> dict[str, int]:
-        """Calls answered with a message, and their tokens: what the API bills for."""
+    def billed(self, purpose: str | None = None, *, in_batches: bool = False) -> dict[str, int]:
+        """Calls answered with a message, and their tokens: what the API bills for. Direct
+        calls, or with ``in_batches`` the batch requests answered with a message (billed at
+        half the price)."""
         totals = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
+        path = BATCH_REQUEST_PATH if in_batches else "/v1/messages"
         with self._lock:
             exchanges = list(self._exchanges)
         for request, status, message in exchanges:
-            if status != 200 or message is None or request.path != "/v1/messages":
+            if status != 200 or message is None or request.path != path:
                 continue
             if purpose is not None and request.purpose != purpose:
                 continue
@@ -619,6 +658,36 @@ class FakeMessagesAPI:
             self._responses.append(message)
         return 200, headers, message
 
+    def _batch_result(self, request: RecordedRequest) -> dict[str, Any]:
+        """The result of one batch request, as the batch's results file gives it."""
+        fault = self._take_fault(request)
+        with self._lock:
+            self._requests.append(request)
+        if fault is not None and fault.kind in ("expired", "canceled"):
+            return {"type": fault.kind}
+        if fault is not None and fault.kind == "error":
+            error = {"type": fault.error_type, "message": fault.message}
+            return {"type": "errored", "error": {"type": "error", "error": error}}
+        message = self._message(request, fault)
+        with self._lock:
+            self._exchanges.append((request, 200, message))
+        return {"type": "succeeded", "message": message}
+
+    def _batches_endpoint(
+        self, request: RecordedRequest, query: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """A Message Batches endpoint; a fault scripted for its exact path answers instead."""
+        fault = self._take_fault(request)
+        headers = {"request-id": self._next_id("req")}
+        if fault is not None and fault.kind == "error":
+            headers.update(fault.headers)
+            error: dict[str, Any] = {"type": fault.error_type, "message": fault.message}
+            return fault.status, headers, {"type": "error", "error": error}
+        if fault is not None and fault.delay_seconds:
+            time.sleep(fault.delay_seconds)
+        status, payload = self.batch_book.handle(request.method, request.path, query, request.body)
+        return status, headers, payload
+
     def _message(self, request: RecordedRequest, fault: Fault | None) -> dict[str, Any]:
         kind = fault.kind if fault is not None else "delay"
         max_tokens = int(request.body.get("max_tokens") or 0)
@@ -696,6 +765,20 @@ def _make_handler(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             return  # keep test output quiet
 
+        def do_GET(self) -> None:
+            self._batches("GET", {})
+
+        def _batches(self, method: str, body: dict[str, Any]) -> None:
+            path, _, raw_query = self.path.partition("?")
+            request = RecordedRequest(
+                method=method, path=path, headers=_redact(dict(self.headers.items())), body=body
+            )
+            with api._lock:
+                api._requests.append(request)
+            query = dict(urllib.parse.parse_qsl(raw_query))
+            status, headers, payload = api._batches_endpoint(request, query)
+            self._send(status, headers, payload)
+
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -704,6 +787,9 @@ def _make_handler(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 error = {"type": "invalid_request_error", "message": "invalid JSON"}
                 self._send(400, {}, {"type": "error", "error": error})
+                return
+            if self.path.startswith(BATCHES_PATH):
+                self._batches("POST", body if isinstance(body, dict) else {})
                 return
             request = RecordedRequest(
                 method="POST",
@@ -719,10 +805,13 @@ def _make_handler(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
                 api._leave(request)
 
         def _send(self, status: int, headers: Mapping[str, str], payload: object) -> None:
-            data = json.dumps(payload).encode()
+            lines = isinstance(payload, bytes)
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header(
+                    "content-type", "application/x-jsonlines" if lines else "application/json"
+                )
                 self.send_header("content-length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
