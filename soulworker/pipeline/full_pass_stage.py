@@ -22,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from soulworker.conversations.chunk_layout import ChunkLayout
 from soulworker.errors import JobError, TransientJobError
 from soulworker.jobs.errors import JobControl, ReleaseRequested
-from soulworker.llm.client import effort_setting
+from soulworker.llm.batches import MessageBatches
+from soulworker.llm.client import StructuredRequest, effort_setting
 from soulworker.llm.errors import ModelRefused, ModelTruncated
 from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_stats import load_chunk_stats
+from soulworker.pipeline.full_pass_batch import FullPassBatch, batch_mode
 from soulworker.pipeline.handoffs import (
     FACTS_PREFIX,
     FactBatch,
@@ -89,6 +92,10 @@ class FullPassStage:
             left_out_chunks=plan.left_out.get("chunks", 0),
         )
 
+        extract = self._direct(run, plan, layout)
+        if pending and batch_mode(run.settings):
+            extract = await self._from_batch(run, plan, layout, pending, extract)
+
         queue: asyncio.Queue[int] = asyncio.Queue()
         for number in pending:
             queue.put_nowait(number)
@@ -96,7 +103,7 @@ class FullPassStage:
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
-                    group.create_task(self._work(run, plan, layout, queue, counter))
+                    group.create_task(self._work(run, extract, queue, counter))
         except BaseExceptionGroup as failures:
             raise most_telling(failures) from None
         if counter.failure is not None:
@@ -152,11 +159,87 @@ class FullPassStage:
             await tx.put_artifact(PLAN_ARTIFACT, plan.to_json())
         return plan
 
-    async def _work(
+    def _direct(self, run: ImportRun, plan: FullPassPlan, layout: ChunkLayout) -> Extract:
+        async def extract(number: int) -> Extracted:
+            return Extracted(await self._extract(run, layout, plan.batches[number], 0))
+
+        return extract
+
+    async def _from_batch(
         self,
         run: ImportRun,
         plan: FullPassPlan,
         layout: ChunkLayout,
+        pending: list[int],
+        direct: Extract,
+    ) -> Extract:
+        """The extraction of each pending plan batch from the job's Message Batch (submitted,
+        found or waited for first: this parks the job until its batch has ended), or direct
+        calls where the batch gave no usable answer (docs/full-pass-batches.md)."""
+        assert run.model is not None
+        batches = MessageBatches(run.model)
+
+        async def request_for(number: int) -> StructuredRequest:
+            content = prompts.fact_extraction_content(
+                await self._excerpts(run, layout, plan.batches[number])
+            )
+            return self._request(run, content, EXTRACTION_MAX_TOKENS)
+
+        found = await FullPassBatch(run, batches).results(pending, request_for)
+        if found is None:
+            return direct
+        marker, results = found
+        log.info(
+            "reading the job's message batch",
+            batch_id=marker.batch_id,
+            results=len(results),
+            pending=len(pending),
+        )
+
+        async def extract(number: int) -> Extracted:
+            result = results.get(number)
+            if result is None or result.kind != "succeeded":
+                kind = "missing" if result is None else result.kind
+                log.info("batch request not answered; asking directly", outcome=kind)
+                return await direct(number)
+            usage, cost = batches.billed(result)
+
+            def record() -> None:
+                run.ledger.record(BATCH_PURPOSE, usage, cost)
+
+            try:
+                answer = batches.judge(result, FACT_EXTRACTION, EXTRACTION_MAX_TOKENS)
+            except ModelRefused:
+                log.warning("the model declined a fact batch; skipped", number=number)
+                return Extracted(FactBatch(empty_facts(), refused_parts=1), record)
+            except ModelTruncated:
+                # Asked again directly, from the larger limit (the smaller one was just tried).
+                chunk_indexes = plan.batches[number]
+                retried = await self._extract(run, layout, chunk_indexes, 0, first=1)
+                return Extracted(retried, record)
+            if answer is None:
+                retried = await self._extract(run, layout, plan.batches[number], 0)
+                return Extracted(retried, record)
+            return Extracted(FactBatch(answer.data, repairs=count_repairs(answer.repairs)), record)
+
+        return extract
+
+    def _request(self, run: ImportRun, content: str, max_tokens: int) -> StructuredRequest:
+        """A fact-extraction request: the same for a direct call and a batch request."""
+        return StructuredRequest(
+            purpose=FACT_EXTRACTION_PURPOSE,
+            model=run.settings.full_pass_model,
+            system=prompts.FACT_EXTRACTION_SYSTEM,
+            content=content,
+            schema=FACT_EXTRACTION,
+            max_tokens=max_tokens,
+            effort=effort_setting(run.settings.fact_extraction_effort),
+        )
+
+    async def _work(
+        self,
+        run: ImportRun,
+        extract: Extract,
         queue: asyncio.Queue[int],
         counter: _Counter,
     ) -> None:
@@ -167,7 +250,7 @@ class FullPassStage:
                 return
             number = queue.get_nowait()
             try:
-                batch = await self._extract(run, layout, plan.batches[number], 0)
+                extracted = await extract(number)
             except JobError as failure:
                 if failure.permanent:
                     raise  # no retry can mend it: the batches in flight are stopped at once
@@ -177,9 +260,13 @@ class FullPassStage:
             # One batch commits at a time: the usage written is a snapshot of the shared ledger,
             # and a snapshot taken earlier must never commit after a later one.
             async with counter.commit_lock:
+                # A batch answer's usage is counted with its facts, in the same commit: read
+                # again after a crash, it is not counted twice (it was billed once).
+                if extracted.record is not None:
+                    extracted.record()
                 usage = run.usage_result()
                 async with ctx.transaction() as tx:
-                    await tx.put_artifact(facts_artifact(number), batch.to_json())
+                    await tx.put_artifact(facts_artifact(number), extracted.facts.to_json())
                     await tx.advance(
                         stage=FULL_PASS.name,
                         percent=int(FULL_PASS.percent((counter.done + 1) / max(counter.total, 1))),
@@ -191,23 +278,22 @@ class FullPassStage:
             await progress.report(counter.done / max(counter.total, 1))
 
     async def _extract(
-        self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int], depth: int
+        self,
+        run: ImportRun,
+        layout: ChunkLayout,
+        chunk_indexes: Sequence[int],
+        depth: int,
+        *,
+        first: int = 0,
     ) -> FactBatch:
-        """The facts of one batch, with what it took to get them."""
+        """The facts of one batch, with what it took to get them, by direct calls; ``first``
+        skips answer limits already tried (a batch answer cut off)."""
         assert run.model is not None
         excerpts = await self._excerpts(run, layout, chunk_indexes)
         content = prompts.fact_extraction_content(excerpts)
-        for max_tokens in (EXTRACTION_MAX_TOKENS, EXTRACTION_RETRY_MAX_TOKENS):
+        for max_tokens in (EXTRACTION_MAX_TOKENS, EXTRACTION_RETRY_MAX_TOKENS)[first:]:
             try:
-                answer = await run.model.structured(
-                    purpose=FACT_EXTRACTION_PURPOSE,
-                    model=run.settings.full_pass_model,
-                    system=prompts.FACT_EXTRACTION_SYSTEM,
-                    content=content,
-                    schema=FACT_EXTRACTION,
-                    max_tokens=max_tokens,
-                    effort=effort_setting(run.settings.fact_extraction_effort),
-                )
+                answer = await run.model.ask(self._request(run, content, max_tokens))
                 return FactBatch(answer.data, repairs=count_repairs(answer.repairs))
             except ModelRefused:
                 log.warning("the model declined a fact batch; skipped", chunks=len(chunk_indexes))
@@ -220,9 +306,9 @@ class FullPassStage:
                 code="model_truncated",
             )
         half = len(chunk_indexes) // 2
-        first = await self._extract(run, layout, chunk_indexes[:half], depth + 1)
-        second = await self._extract(run, layout, chunk_indexes[half:], depth + 1)
-        return first.joined(second)
+        head = await self._extract(run, layout, chunk_indexes[:half], depth + 1)
+        tail = await self._extract(run, layout, chunk_indexes[half:], depth + 1)
+        return head.joined(tail)
 
     async def _excerpts(
         self, run: ImportRun, layout: ChunkLayout, chunk_indexes: Sequence[int]
@@ -271,6 +357,20 @@ def readable_batches(saved: list[tuple[str, Any]]) -> list[str]:
             continue
         names.append(name)
     return names
+
+
+BATCH_PURPOSE = "fact_extraction_batch"  # fact extraction through Message Batches (half price)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One plan batch's facts and, for a batch answer, how to count its usage (at commit)."""
+
+    facts: FactBatch
+    record: Callable[[], None] | None = None
+
+
+Extract = Callable[[int], Awaitable[Extracted]]
 
 
 class _Counter:

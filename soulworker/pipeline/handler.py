@@ -24,6 +24,7 @@ from soulworker.pipeline.download_stage import DownloadStage
 from soulworker.pipeline.embed_stage import EmbedStage
 from soulworker.pipeline.export_source import ExportSourceFor, StorageExportSource
 from soulworker.pipeline.finish_stage import FinishStage
+from soulworker.pipeline.full_pass_batch import cancel_job_batch
 from soulworker.pipeline.full_pass_stage import FullPassStage
 from soulworker.pipeline.handoffs import UnreadableHandoff
 from soulworker.pipeline.import_run import ImportRun, Stage
@@ -153,6 +154,16 @@ class ImportPipeline:
             log.info("stage started", stage=stage.spec.name)
             await stage.run(run)
             log.info("stage finished", stage=stage.spec.name)
+
+    async def on_cancel(self, ctx: JobContext) -> None:
+        """A cancelled job's outside work: the Message Batch of its full pass, if it still
+        runs, is cancelled (docs/full-pass-batches.md, "Cancel"). Requests it already answered
+        are billed all the same."""
+        if self.model is None:
+            return
+        batch_id = await cancel_job_batch(self.model, ctx.checkpoint)
+        if batch_id is not None:
+            log.info("the cancelled job's message batch is cancelled", batch_id=batch_id)
 
     async def aclose(self) -> None:
         await self.http.aclose()
