@@ -77,6 +77,8 @@ def run(imports: int, conversations: int, hard_violations: bool, server: str) ->
             ANTHROPIC_BASE_URL=api.base_url,
             SOULWORKER_MODEL_STAGES="on",
             SOULWORKER_FULL_PASS_BATCH_TOKENS="4000",
+            # Direct: the benchmark reads the answers from the direct requests it records.
+            SOULWORKER_FULL_PASS_MODE="direct",
             SOULWORKER_POLL_SECONDS="0.5",
             SOULWORKER_RETRY_BASE_SECONDS="0.2",
             SOULWORKER_RETRY_MAX_SECONDS="1",

@@ -457,9 +457,9 @@ class Settings:
     full_pass_mode: str = _knob(
         "SOULWORKER_FULL_PASS_MODE", "auto",
         "batch sends the full pass's fact extraction through Message Batches (half the price, "
-        "done within the hour, the job waits parked); direct calls the model at once; auto is "
-        "direct, batch once its end-to-end path is proven (docs/full-pass-batches.md); "
-        "soulworker import always calls directly.",
+        "usually done within the hour while the job waits parked; the chat works from the "
+        "quick pass meanwhile); direct calls the model at once; auto is batch in the daemon and "
+        "direct in soulworker import, where a person waits.",
         _choice("auto", "batch", "direct"), group="model",
     )
     batch_poll_min_seconds: float = _knob(

@@ -41,7 +41,8 @@ from soulworker.settings import Settings
 log = get_logger(__name__)
 
 BATCH_KEY = "full_pass_batch"
-BATCH_MODE = "batch"  # SOULWORKER_FULL_PASS_MODE's value that sends the full pass in a batch
+BATCH_MODE = "batch"  # SOULWORKER_FULL_PASS_MODE's values that send the full pass in a batch
+AUTO_MODE = "auto"
 # How far before the marker's time a batch of ours may seem to have been created: the API's
 # clock and ours differ by seconds, not minutes, but a margin costs only a longer list.
 CLOCK_MARGIN = datetime.timedelta(minutes=10)
@@ -54,10 +55,10 @@ NONCE_BYTES = 8  # 16 hex characters: unique among the organisation's batches by
 
 
 def batch_mode(settings: Settings) -> bool:
-    """Whether the full pass goes through Message Batches. ``auto`` stays direct until the
-    batch path is the daemon's default (docs/full-pass-batches.md, "Modes"); ``soulworker
-    import`` always runs direct (``soulworker.local.run.local_settings``)."""
-    return settings.full_pass_mode == BATCH_MODE
+    """Whether the full pass goes through Message Batches: ``batch``, and ``auto`` in the
+    daemon. ``soulworker import``, where a person waits, always calls directly: it sets
+    ``direct`` (``soulworker.local.run.local_settings``; docs/full-pass-batches.md, "Modes")."""
+    return settings.full_pass_mode in (BATCH_MODE, AUTO_MODE)
 
 
 def custom_id(nonce: str, number: int) -> str:

@@ -97,6 +97,9 @@ class ImportHarness:
         if self.api is not None:
             env |= {
                 "SOULWORKER_MODEL_STAGES": "on",
+                # The stage tests count direct calls; the batch path has its own tests
+                # (test_full_pass_batches.py), which set batch.
+                "SOULWORKER_FULL_PASS_MODE": "direct",
                 "ANTHROPIC_API_KEY": TEST_ANTHROPIC_KEY,
                 "ANTHROPIC_BASE_URL": self.api.base_url,
             }

@@ -211,6 +211,34 @@ def test_with_a_model_key_the_six_files_are_readable_markdown_of_the_profile(
     assert len(lines) < 30, "a few lines per stage at most"
 
 
+@pytest.mark.db
+def test_the_import_command_calls_directly_even_when_batch_is_set(
+    database_url: str, tmp_path: Path, short_tmpdir: Path
+) -> None:
+    """A person waits for ``soulworker import``: no Message Batch that may take an hour."""
+    with FakeMessagesAPI() as api:
+        completed = run_import(
+            str(SAMPLE),
+            "--out",
+            str(tmp_path / "out"),
+            cwd=tmp_path,
+            tmpdir=short_tmpdir,
+            env={
+                "DATABASE_URL": database_url,
+                "ANTHROPIC_API_KEY": TEST_KEY,
+                "ANTHROPIC_BASE_URL": api.base_url,
+                "SOULWORKER_FULL_PASS_MODE": "batch",
+            },
+        )
+        calls = api.calls_by_purpose()
+        batches = api.batches
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert batches == []
+    job = the_job(database_url)
+    assert job["status"] == "succeeded"
+    assert calls["fact_extraction"] == job["result"]["full_pass"]["batches"] >= 1
+
+
 # --- without model calls
 
 
@@ -260,6 +288,15 @@ def test_dry_run_makes_no_model_call_and_prints_the_estimate_the_job_recorded(
     batches = estimate["by_stage"]["full_pass"]["calls"]
     assert batches >= 1
     assert total["calls"] == 1 + batches + 1
+    # Both full-pass modes: the batch one pays half of the full pass's share.
+    modes = total["usd_by_full_pass_mode"]
+    full_pass_usd = estimate["by_stage"]["full_pass"]["usd"]
+    assert modes["direct"] == total["usd"]
+    assert modes["batch"] == pytest.approx(total["usd"] - full_pass_usd / 2, abs=1e-6)
+    assert rows["full pass mode"] == (
+        f"direct about ${modes['direct']:,.4f}, batch about ${modes['batch']:,.4f} "
+        "(SOULWORKER_FULL_PASS_MODE; soulworker import calls directly)"
+    )
     assert estimate["by_stage"]["full_pass"]["input_tokens"] >= chunk_tokens * 0.9
     assert total["usd"] > 0
     assert (
