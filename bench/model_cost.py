@@ -15,6 +15,13 @@ the chunk before it (the overlap is recomputed from the stored chunks).
 
 Prices: the built-in list prices (USD per million tokens): claude-haiku-5-5 $0.10 in / $0.50 out
 (prompts up to 100K tokens), claude-haiku-4-5 $1 / $5 (the model the seeds named), for comparison.
+
+The job runs with the daemon's defaults: the full pass through Message Batches
+(SOULWORKER_FULL_PASS_MODE=auto) and the effort settings. The table of the full pass compares the
+four ways of sending the same requests: direct or batch (half price), with no effort sent (the
+model thinks adaptively, billed as output) or with SOULWORKER_FACT_EXTRACTION_EFFORT=low. Thinking
+tokens cannot be measured against the fake; ``--thinking-default`` and ``--thinking-low`` are the
+assumed thinking tokens per call, printed with the table (docs/full-pass-batches.md, "Effort").
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -55,6 +63,10 @@ from soulworker.testing.storage_server import StorageServer  # noqa: E402
 EXCERPT = re.compile(r'<conversation_data index="\d+">\n(.*?)\n</conversation_data>', re.DOTALL)
 # Haiku 5.5's tokenizer yields ~30 % more tokens than chars/4 (docs/platform.md).
 HAIKU_5_5_TOKEN_FACTOR = 1.3
+PURPOSE = "x-soulworker-purpose"
+# Thinking tokens per fact-extraction call, assumed (the fake does not think): adaptive thinking
+# with no effort sent, and at effort low. Stated with the results; change them with the options.
+ASSUMED_THINKING_TOKENS = {"default": 1_000, "low": 150}
 
 
 def overlap_length(previous: str, current: str, header: int) -> int:
@@ -71,7 +83,20 @@ def main() -> int:
     parser.add_argument("--size", default="100MB")
     parser.add_argument("--form", default="zip-shards", choices=[f.value for f in ExportForm])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--thinking-default",
+        type=int,
+        default=ASSUMED_THINKING_TOKENS["default"],
+        help="assumed thinking tokens per fact-extraction call with no effort sent",
+    )
+    parser.add_argument(
+        "--thinking-low",
+        type=int,
+        default=ASSUMED_THINKING_TOKENS["low"],
+        help="assumed thinking tokens per fact-extraction call at effort low",
+    )
     args = parser.parse_args()
+    thinking = {"default": args.thinking_default, "low": args.thinking_low}
     server = pg.find_server()
     if server is None:
         print(pg.HOW_TO_RUN, file=sys.stderr)
@@ -83,6 +108,9 @@ def main() -> int:
             storage,
             ANTHROPIC_API_KEY="sk-ant-bench-0123456789",
             ANTHROPIC_BASE_URL=api.base_url,
+            # The daemon's default (auto = batch) with the batch looked at promptly.
+            SOULWORKER_BATCH_POLL_MIN_SECONDS="0.5",
+            SOULWORKER_BATCH_POLL_MAX_SECONDS="1",
         )
         prepare_job(env, storage, export)
         subprocess.run(
@@ -100,8 +128,14 @@ def main() -> int:
         assert job is not None
         if job["status"] != "succeeded":
             raise SystemExit(f"the job did not succeed: {job['last_error']}")
-        requests = api.message_requests
+        assert len(api.batches) == 1, "one batch per job"
+        # The batch's requests are fact extraction (the only kind sent in a batch).
+        batched = [replace(r, headers={PURPOSE: "fact_extraction"}) for r in api.batch_requests]
+        requests = api.message_requests + batched
         report(export, job["result"], requests, chunks)
+        full_pass_modes(
+            job["result"], api.message_requests, batched, thinking, batch_usage(api.batches[0])
+        )
     return 0
 
 
@@ -162,6 +196,85 @@ def report(
     print(f"job result cost (fake's usage, default model): {result['cost']['total']}")
     print()
     check_no_text_sent_twice(requests, chunks, result)
+
+
+def batch_usage(batch: Any) -> list[tuple[int, int]]:
+    """(input, output) tokens of each answered request of a fake batch, as it billed them."""
+    return [
+        (result["message"]["usage"]["input_tokens"], result["message"]["usage"]["output_tokens"])
+        for result in batch.results.values()
+        if result["type"] == "succeeded"
+    ]
+
+
+def full_pass_modes(
+    result: dict[str, Any],
+    direct: list[Any],
+    batched: list[Any],
+    thinking: dict[str, int],
+    billed: list[tuple[int, int]],
+) -> None:
+    """The full pass's cost four ways, per 100 MB of export, on claude-haiku-5-5; and the
+    job's own record, at batch prices, against the same tokens at the direct price."""
+    mb = result["uncompressed_bytes"] / 1e6
+    per_100mb = Decimal(100) / Decimal(str(mb))
+    fallbacks = [r for r in direct if r.purpose == "fact_extraction"]
+    requests = batched + fallbacks
+    table = PriceTable.defaults()
+    factor = HAIKU_5_5_TOKEN_FACTOR
+    rows = []
+    for mode in ("direct", "batch"):
+        for effort in ("default", "low"):
+            usd = Decimal(0)
+            tokens_in = tokens_out = 0
+            for request in requests:
+                usage = CallUsage(
+                    "claude-haiku-5-5",
+                    input_tokens=int(-(-len(request.text) // 4) * factor),
+                    output_tokens=int(estimated_output(request) * factor) + thinking[effort],
+                )
+                tokens_in += usage.input_tokens
+                tokens_out += usage.output_tokens
+                usd += table.cost_usd(usage, batch=mode == "batch") or Decimal(0)
+            rows.append((mode, effort, len(requests), tokens_in, tokens_out, usd * per_100mb))
+    today = rows[0][5]
+    print()
+    print(
+        f"full pass (fact extraction), per 100 MB of export, claude-haiku-5-5 (tokens ×{factor}); "
+        f"assumed thinking tokens per call: {thinking['default']:,} with no effort sent, "
+        f"{thinking['low']:,} at effort low"
+    )
+    print()
+    print("| mode | effort | calls | input tokens | output tokens | USD | × today |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, effort, calls, tokens_in, tokens_out, usd in rows:
+        scale = float(per_100mb)
+        print(
+            f"| {mode} | {'none sent' if effort == 'default' else effort} | "
+            f"{calls * scale:,.0f} | {tokens_in * scale:,.0f} | {tokens_out * scale:,.0f} | "
+            f"${usd:.4f} | {usd / today:.2f} |"
+        )
+    print(f"fact-extraction requests answered directly after the batch: {len(fallbacks)}")
+    recorded = result["model_usage"]["by_purpose"]["fact_extraction_batch"]
+    # Each request priced on its own: the long-context step is per request.
+    direct_usd = sum(
+        (
+            table.cost_usd(
+                CallUsage("claude-haiku-5-5", input_tokens=tokens_in, output_tokens=tokens_out)
+            )
+            or Decimal(0)
+            for tokens_in, tokens_out in billed
+        ),
+        Decimal(0),
+    )
+    assert direct_usd is not None
+    print(
+        f"the job's own record of its batch: {recorded['calls']} calls, "
+        f"{recorded['input_tokens']:,} input + {recorded['output_tokens']:,} output tokens "
+        f"(as the fake counts them), ${recorded['cost_usd']:.6f} at batch prices = "
+        f"{Decimal(str(recorded['cost_usd'])) / direct_usd:.3f} × ${direct_usd:.6f}, the same "
+        "tokens at the direct price"
+    )
 
 
 def estimated_output(request: Any) -> int:

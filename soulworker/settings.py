@@ -483,7 +483,7 @@ class Settings:
     fact_extraction_effort: str = _knob(
         "SOULWORKER_FACT_EXTRACTION_EFFORT", "low",
         "Effort of fact extraction: copying stated facts out of excerpts needs little "
-        "thought, and thinking is billed as output (docs/configuration.md, Effort).",
+        "thought, and thinking is billed as output (docs/full-pass-batches.md, Effort).",
         _choice("default", "low", "medium", "high", "xhigh", "max"), group="model",
     )
     fact_reduction_effort: str = _knob(

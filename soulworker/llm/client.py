@@ -82,7 +82,8 @@ from soulworker.llm.usage import CallUsage, UsageLedger
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-# ``output_config.effort``: how much the model thinks before answering (docs/configuration.md).
+# ``output_config.effort``: how much the model thinks before answering
+# (docs/full-pass-batches.md, "Effort").
 Effort = Literal["low", "medium", "high", "xhigh", "max"]
 EFFORTS: tuple[Effort, ...] = ("low", "medium", "high", "xhigh", "max")
 
@@ -326,7 +327,7 @@ class ModelClient:
         """Ask ``model`` for an answer in ``schema``'s format and return it judged.
 
         ``effort`` (``low``…``max``) is sent as ``output_config.effort``; ``None`` sends none
-        and leaves it to the model's default (docs/configuration.md, "Effort").
+        and leaves it to the model's default (docs/full-pass-batches.md, "Effort").
 
         ``purpose`` (snake_case, e.g. ``fact_extraction``) keys the usage ledger and logs.
         ``content`` is the single user turn; wrap conversation text with
