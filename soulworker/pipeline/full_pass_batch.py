@@ -109,6 +109,8 @@ class BatchMarker:
             return None
         if not isinstance(nonce, str) or not (batch_id is None or isinstance(batch_id, str)):
             return None
+        if marked_at.tzinfo is None:  # a naive time cannot be compared with the API's
+            return None
         return cls(nonce, marked_at, numbers, batch_id)
 
 
