@@ -35,7 +35,7 @@ from soulworker.llm.errors import ModelRefused, ModelTruncated
 from soulworker.llm.schemas import FACT_EXTRACTION
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_stats import load_chunk_stats
-from soulworker.pipeline.full_pass_batch import FullPassBatch, batch_mode
+from soulworker.pipeline.full_pass_batch import BATCH_KEY, FullPassBatch, batch_mode
 from soulworker.pipeline.handoffs import (
     FACTS_PREFIX,
     FactBatch,
@@ -93,7 +93,9 @@ class FullPassStage:
         )
 
         extract = self._direct(run, plan, layout)
-        if pending and batch_mode(run.settings):
+        # A job that already submitted its batch reads it even if the mode changed since: its
+        # requests are paid for (docs/full-pass-batches.md, "Modes").
+        if pending and (batch_mode(run.settings) or BATCH_KEY in ctx.checkpoint):
             extract = await self._from_batch(run, plan, layout, pending, extract)
 
         queue: asyncio.Queue[int] = asyncio.Queue()

@@ -11,6 +11,7 @@ asked directly; a cancel while parked cancels the batch.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import uuid
@@ -135,6 +136,7 @@ def test_one_batch_per_job_parked_then_completed(database_url: str, tmp_path: Pa
         assert profile is not None
         assert profile["import_status"] == "quick_ready"
         assert profile["full_pass_status"] == "processing"
+        assert profile["import_stage"] == "Building deep memory"
         assert h.api.calls_by_purpose()["fact_extraction"] == 0, "no direct fact call"
 
         h.api.batch_book.end_held_batches()
@@ -311,3 +313,38 @@ def test_a_cancel_while_parked_cancels_the_batch(database_url: str, tmp_path: Pa
         cancels = [r for r in h.api.requests if r.path.endswith("/cancel")]
         assert len(cancels) == 1
         assert h.api.calls_by_purpose()["fact_extraction"] == 0
+
+
+def test_a_job_with_a_batch_reads_it_after_the_mode_changed_to_direct(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its requests are paid for: switching the daemon to direct does not ask them again."""
+    export = zip_export(tmp_path, seed=48, conversations=8)
+    with ImportHarness(database_url, model_api=True) as h:
+        assert h.api is not None
+        h.api.batch_book.hold_batches = True
+        _, job_id = start(h, export)
+        park_first(h, job_id)
+        h.api.batch_book.end_held_batches()
+        job = finish(h, job_id, SOULWORKER_FULL_PASS_MODE="direct")
+        assert len(h.api.batches) == 1
+        assert h.api.calls_by_purpose()["fact_extraction"] == 0
+        assert job["result"]["full_pass"]["batches"] == len(h.api.batches[0].requests)
+
+
+def test_a_batch_still_running_past_its_expiry_is_cancelled_and_asked_directly(
+    database_url: str, tmp_path: Path
+) -> None:
+    export = zip_export(tmp_path, seed=49, conversations=8)
+    with ImportHarness(database_url, model_api=True) as h:
+        assert h.api is not None
+        h.api.batch_book.hold_batches = True
+        _, job_id = start(h, export)
+        park_first(h, job_id)
+        (batch,) = h.api.batches
+        h.api.batch_book.age(batch.id, datetime.timedelta(hours=24, minutes=20))
+        job = finish(h, job_id)
+        assert batch.cancel_initiated_at is not None, "ours, so cancelled"
+        plan = job["result"]["full_pass"]["batches"]
+        assert h.api.calls_by_purpose()["fact_extraction"] == plan
+        assert len(h.api.batches) == 1
