@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from soulworker.embeddings.dimensions import PROBE_TEXT
-from soulworker.pipeline.embed_stage import PAGE_CHUNKS
+from soulworker.pipeline.embed_stage import page_chunks
 from soulworker.testing import embeddings_server as kit
 from soulworker.testing.embeddings_server import EmbeddingsServer, expected_vector
 from soulworker.testing.export_generator import GeneratorConfig, write_export
@@ -166,11 +166,10 @@ def test_a_rescued_job_embeds_at_most_one_page_again(
         h.upload(user, long_export)
         job_id = h.enqueue(user)
         env = bedrock_env(server, SOULWORKER_EMBED_CONCURRENCY="2")
+        page = page_chunks(texts_per_request=1, concurrency=2)  # Bedrock: one text per call
         first = h.worker(drain=False, **env).start()
         wait_for(
-            lambda: (
-                (h.job(job_id)["checkpoint"].get("embed") or {}).get("cursor", -1) >= PAGE_CHUNKS
-            ),
+            lambda: (h.job(job_id)["checkpoint"].get("embed") or {}).get("cursor", -1) >= page,
             timeout=60,
             what="a page or more embedded",
             context=first.output,
@@ -185,7 +184,7 @@ def test_a_rescued_job_embeds_at_most_one_page_again(
         count = assert_each_chunk_has_its_own_vector(vector_database_url, user)
         sent = chunk_texts_sent(server)
     assert job["result"]["embeddings"] == count
-    assert count <= len(sent) <= count + PAGE_CHUNKS, "at most one page embedded twice"
+    assert count <= len(sent) <= count + page, "at most one page embedded twice"
 
 
 def test_throttling_slows_the_stage_but_it_completes(

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from soulworker.pipeline.embed_stage import vector_text
 from soulworker.testing import postgres as pg
 from soulworker.testing.embeddings_server import expected_vector
 from tests.supabase import supabase_api_roles, supabase_database
@@ -22,6 +21,11 @@ pytestmark = pytest.mark.db
 
 DIMENSIONS = 768
 SIGNATURE = "match_conversation_chunks(vector, uuid, integer, double precision)"
+
+
+def vector_text(vector: list[float]) -> str:
+    """pgvector's text form, as the app's search sends its query vector."""
+    return "[" + ",".join(map(repr, vector)) + "]"
 
 
 def add_chunk(conn: psycopg.Connection[Any], user: uuid.UUID, text: str) -> None:
