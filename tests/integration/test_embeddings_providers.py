@@ -231,6 +231,16 @@ async def test_throttling_past_its_budget_is_a_transient_failure(server: Embeddi
     assert len(server.requests) > 2
 
 
+@pytest.mark.parametrize("limit", ["600", "7200"])
+def test_throttling_is_endured_for_as_long_as_the_jobs_time_limit(
+    server: EmbeddingsServer, limit: str
+) -> None:
+    # Only the job's time limit ends a throttled job, whatever that limit is set to.
+    env = openai_env(server, SOULWORKER_JOB_TIMEOUT_SECONDS=limit)
+    embedder = embedder_from_settings(Settings.from_env(env), dimensions=768, environ=env)
+    assert embedder.config.retry.throttle_budget_seconds == float(limit)
+
+
 @pytest.mark.parametrize("provider", ["bedrock", "openai"])
 async def test_server_errors_are_retried(server: EmbeddingsServer, provider: str) -> None:
     env = bedrock_env(server) if provider == "bedrock" else openai_env(server)
