@@ -87,6 +87,34 @@ def test_the_users_relevant_chunk_comes_first_and_no_one_elses_ever(
         }
 
 
+def test_granted_to_signed_in_users_it_still_shows_each_only_their_own_chunks(
+    vector_server_url: str,
+) -> None:
+    # docs/embeddings.md, "The read side": an app that calls it from the browser may grant it to
+    # authenticated; it runs with the caller's rights, so row level security keeps a user to
+    # their own rows whatever match_user_id they pass.
+    with supabase_api_roles(vector_server_url), supabase_database(vector_server_url) as db:
+        with psycopg.connect(db.admin_url, autocommit=True) as admin:
+            admin.execute("create extension vector")
+        pg.migrate_database(db.owner_url)
+        a, b = uuid.uuid4(), uuid.uuid4()
+        with psycopg.connect(db.owner_url, autocommit=True, row_factory=dict_row) as conn:
+            add_chunk(conn, a, "learning chess openings")
+            add_chunk(conn, b, "learning chess openings")
+            conn.execute(f"grant execute on function {SIGNATURE} to authenticated")
+        with psycopg.connect(db.admin_url, row_factory=dict_row) as conn:
+            conn.execute("set local role authenticated")
+            conn.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (f'{{"sub": "{a}", "role": "authenticated"}}',),
+            )
+            own = search(conn, a, "learning chess openings", threshold=-1.0)
+            others = search(conn, b, "learning chess openings", threshold=-1.0)
+            conn.rollback()
+        assert [row["user_id"] for row in own] == [a]
+        assert others == [], "another user's id finds nothing"
+
+
 def test_an_existing_function_of_that_name_is_never_replaced(vector_server_url: str) -> None:
     with pg.scratch_database(vector_server_url) as url:
         with psycopg.connect(url, autocommit=True) as conn:
