@@ -2,9 +2,9 @@
 
 pgvector's text form (``[0.1,-0.2,...]``) costs a Python process ~0.4 ms per 768-value vector to
 write, and the server as much again to parse: at hundreds of chunks a second that is most of the
-embed stage's CPU (docs/embeddings.md, "Benchmark"). The binary form is the vector's length, a
-reserved zero and the values as big-endian float4, which is how pgvector stores them anyway, so
-nothing is lost that the text form would keep. ``struct`` packs one in microseconds.
+embed stage's CPU (docs/embeddings.md, "Throughput and cost"). The binary form is the vector's
+length, a reserved zero and the values as big-endian float4, which is how pgvector stores them
+anyway, so nothing is lost that the text form would keep. ``struct`` packs one in microseconds.
 
 The ``vector`` type is an extension's, so its oid differs between databases: it is looked up on
 the connection (``binary_vectors``) and the dumper registered there, along with the array type,

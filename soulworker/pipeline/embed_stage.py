@@ -47,7 +47,8 @@ def page_chunks(texts_per_request: int, concurrency: int) -> int:
     """Chunks per page: enough to fill every request slot at once (Bedrock takes one text per
     request, an OpenAI-compatible endpoint up to 96), within the bounds above. A page is the
     unit of the fenced write, so a smaller one would leave slots idle: one page of 64 is one
-    OpenAI request, and concurrency would buy nothing (docs/embeddings.md, "Benchmark")."""
+    OpenAI request, and concurrency would buy nothing (docs/embeddings.md, "Throughput and
+    cost")."""
     wanted = max(1, texts_per_request) * max(1, concurrency)
     return max(MIN_PAGE_CHUNKS, min(MAX_PAGE_CHUNKS, wanted))
 

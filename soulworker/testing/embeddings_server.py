@@ -34,7 +34,7 @@ redacted.
 already encoded, picked by a hash of the text, instead of its own. Deriving and encoding a vector
 costs this server ~1.5 ms of CPU per text under the same interpreter lock as everything else in the
 process; a real provider's work is its latency, not our CPU, so a benchmark of the embed stage
-would otherwise measure this server (docs/embeddings.md, "Benchmark").
+would otherwise measure this server (docs/embeddings.md, "Throughput and cost").
 """
 
 from __future__ import annotations
