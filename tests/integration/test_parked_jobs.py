@@ -16,6 +16,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
+from soulworker.errors import TransientJobError
 from soulworker.jobs import runner as runner_module
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
@@ -423,3 +424,22 @@ async def test_run_one_claims_its_parked_job_again_when_it_asked_to_resume(
     assert (row["status"], row["attempt"], row["lease_owner"]) == ("succeeded", 1, "importer")
     assert [resumed for _, resumed, _ in handler.runs] == [False, True]
     assert other_workers == [None], "no daemon took the set-aside job while it was parked"
+
+
+async def test_a_cancel_that_races_a_failing_attempt_still_runs_the_hook(
+    conn: Conn, store: JobStore, fast: Settings
+) -> None:
+    """The failure's statement records the cancel (it never loses one); the outside work the
+    checkpoint names is still stopped, although the job is no longer the worker's."""
+    job_id, _ = await insert_job(conn)
+
+    async def cancelled_then_fails(ctx: JobContext) -> dict[str, Any]:
+        await ctx.save_checkpoint({"batch": "b3"}, stage="full_pass", percent=70, label="x")
+        await conn.execute("select cancel_import_job(%s)", (ctx.job.id,))
+        raise TransientJobError("The batch service is busy.", code="busy")
+
+    handler = ParkingHandler(cancelled_then_fails)
+    await run_attempt(store, handler, fast)
+    assert handler.cancels == [(False, True, {"batch": "b3"})]
+    row = await job_row(conn, job_id)
+    assert (row["status"], [e["code"] for e in row["errors"]]) == ("cancelled", ["busy"])
