@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from soulworker.jobs.errors import JobControl, ReleaseRequested
+from soulworker.jobs.errors import CancelRequested, JobControl, ReleaseRequested
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.lease import DATABASE_ERRORS
 from soulworker.jobs.store import Connection
@@ -89,6 +89,7 @@ class JobContext:
         self.checkpoint: dict[str, Any] = dict(job.checkpoint)
         self.stop_reason: JobControl | None = None
         self.release_requested = False
+        self._cancel_seen = False
         self._last_write_at = 0.0
         self._written: tuple[str | None, int, str | None] = (job.stage, job.progress_percent, None)
         self._pending: tuple[str | None, int, str | None] | None = None
@@ -186,6 +187,27 @@ class JobContext:
 
     async def artifact_names(self) -> set[str]:
         return await self.store.artifact_names(self.job.id)
+
+    # --- parking and cancels (docs/queue.md, "Parking a job")
+
+    @property
+    def resumed_from_park(self) -> bool:
+        """This attempt resumes a job its handler parked (``ctx.job.waiting_for`` says for what)."""
+        return self.job.resumed_from_park
+
+    @property
+    def cancel_requested(self) -> bool:
+        """An operator asked for this job to be cancelled: before this attempt was claimed (the
+        runner then calls the handler's ``on_cancel`` instead of ``run``), or during it."""
+        return (
+            self._cancel_seen
+            or self.job.cancel_requested_at is not None
+            or isinstance(self.stop_reason, CancelRequested)
+        )
+
+    def note_cancel_requested(self) -> None:
+        """The runner learnt of a cancel another way (a failure's statement recorded it)."""
+        self._cancel_seen = True
 
     # --- stopping
 

@@ -24,12 +24,38 @@ class JobHandler(Protocol):
 
         Raise a :class:`~soulworker.jobs.errors.JobError` subclass to fail the attempt with a
         message for the user. Any other exception counts as a transient failure whose message is
-        not shown (it could hold personal data).
+        not shown (it could hold personal data). Raise :class:`~soulworker.jobs.park.ParkJob`
+        to wait for work done elsewhere: the job is resumed later, by any worker, with
+        ``ctx.job.resumed_from_park`` true (docs/queue.md, "Parking a job").
         """
         ...
 
     async def aclose(self) -> None:
         """Release what the handler holds (HTTP clients); called once when the worker stops."""
+        ...
+
+
+@runtime_checkable
+class CancelsOutsideWork(Protocol):
+    """What a handler adds when its job may own paid work outside the database (a Message Batch).
+
+    Optional: the runner calls ``on_cancel`` only on handlers that have it (docs/queue.md,
+    "Cancelling a parked job").
+    """
+
+    async def on_cancel(self, ctx: JobContext) -> None:
+        """The job is being cancelled: stop the outside work its checkpoint names.
+
+        Called once, around the moment the runner records the job ``cancelled``, whichever way
+        the cancel arrived: requested while the job was parked (``ctx.job.resumed_from_park``)
+        or while no worker held it, in which case ``run`` is not called at all in this attempt;
+        requested while ``run`` ran, after the heartbeat stopped it; or racing a failing attempt,
+        whose statement then recorded the cancel (the job is no longer the worker's: fenced
+        writes fail). ``ctx.checkpoint`` is the last committed checkpoint and
+        ``ctx.cancel_requested`` is true. The lease is kept meanwhile (but in the race) and the
+        call is bounded (``ON_CANCEL_SECONDS`` in soulworker/jobs/runner.py); whatever it
+        raises, the job still ends ``cancelled``, so retry inside it if a retry is worth it.
+        """
         ...
 
 

@@ -44,6 +44,10 @@ class ClaimedJob:
     # ``time.monotonic()`` just before the claim was sent: the lease the claim granted runs
     # from no earlier than this, so the lease keeper counts its deadline from here.
     leased_at: float
+    # When the job was parked and what it waited for, as the row said before this claim cleared
+    # them (docs/queue.md, "Parking a job"); None when the job was not parked.
+    parked_at: datetime | None = None
+    waiting_for: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any], owner: str, *, leased_at: float) -> ClaimedJob:
@@ -63,7 +67,14 @@ class ClaimedJob:
             result=dict(row["result"] or {}),
             fence=Fence(row["id"], row["attempt"], owner),
             leased_at=leased_at,
+            parked_at=row.get("parked_at"),
+            waiting_for=row.get("waiting_for"),
         )
+
+    @property
+    def resumed_from_park(self) -> bool:
+        """The job was parked until this claim: its handler asked to be resumed."""
+        return self.parked_at is not None
 
     @property
     def attempts_left(self) -> int:

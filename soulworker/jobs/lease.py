@@ -46,12 +46,15 @@ async def keep_lease(
     interval_seconds: float,
     lease_seconds: float,
     stop_job: Callable[[JobControl], None],
+    stop_on_cancel: bool = True,
 ) -> None:
     """Run until cancelled, or until it has stopped the job.
 
     ``leased_at`` is when the lease the job holds was granted (``time.monotonic()`` before the
     claim was sent): the deadline counts from there, not from when the keeper starts, which
-    may be later (the job is marked started first).
+    may be later (the job is marked started first). With ``stop_on_cancel`` false a cancel
+    request is not a reason to stop: the runner keeps the lease so while the handler cancels
+    the job's outside work (docs/queue.md, "Cancelling a parked job").
     """
     try:
         await _renew_until_stopped(
@@ -61,6 +64,7 @@ async def keep_lease(
             interval_seconds=interval_seconds,
             lease_seconds=lease_seconds,
             stop_job=stop_job,
+            stop_on_cancel=stop_on_cancel,
         )
     except asyncio.CancelledError:
         raise
@@ -77,6 +81,7 @@ async def _renew_until_stopped(
     interval_seconds: float,
     lease_seconds: float,
     stop_job: Callable[[JobControl], None],
+    stop_on_cancel: bool,
 ) -> None:
     renewed_at = leased_at
     wait = max(0.0, min(interval_seconds, renewed_at + interval_seconds - time.monotonic()))
@@ -111,7 +116,7 @@ async def _renew_until_stopped(
             continue
         renewed_at = sent
         wait = interval_seconds
-        if cancel_requested_at is not None:
+        if cancel_requested_at is not None and stop_on_cancel:
             log.info("cancel requested by an operator; stopping the job")
             stop_job(CancelRequested("cancel requested"))
             return

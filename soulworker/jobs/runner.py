@@ -10,17 +10,23 @@ returned a result           ``succeeded``
 PermanentJobError           ``failed`` at once
 TransientJobError / other   ``queued`` again after a backoff, or ``failed`` on the last attempt
 time limit                  like a transient failure
-CancelRequested             ``cancelled``
+CancelRequested             ``cancelled`` (the handler's ``on_cancel`` first, if it has one)
 ReleaseRequested            ``queued`` at once, attempt given back (shutdown)
+ParkJob                     ``queued`` until the handler's time, attempt given back (parked)
 LeaseLost                   nothing: the job belongs to someone else now
 ==========================  ==================================================================
+
+A job parked by its handler (docs/queue.md, "Parking a job") is resumed by a later claim like
+any queued job; the profile already shows it, so it is not marked started again. A job whose
+cancel was requested before this attempt (while parked, or while no worker held it) does not
+run: the handler's ``on_cancel`` stops its outside work, then the job is recorded cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
@@ -30,10 +36,11 @@ from soulworker.errors import JobError
 from soulworker.jobs.backoff import retry_delay
 from soulworker.jobs.context import COMPLETED, JobContext
 from soulworker.jobs.errors import CancelRequested, JobControl, LeaseLost, ReleaseRequested
-from soulworker.jobs.handler import JobHandler
+from soulworker.jobs.handler import CancelsOutsideWork, JobHandler
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.lease import DATABASE_ERRORS, keep_lease
-from soulworker.jobs.store_interface import JobStoreInterface
+from soulworker.jobs.park import ParkJob
+from soulworker.jobs.store_interface import JobStoreInterface, Parked
 from soulworker.logs import get_logger
 from soulworker.settings import Settings
 
@@ -44,6 +51,10 @@ START_LABEL = "Starting import"
 # Recording an outcome is worth a few tries across a database blip; past that, the lease
 # expires and another worker picks the job up again.
 OUTCOME_WRITE_ATTEMPTS = 4
+# How long a handler's ``on_cancel`` may take to stop the job's outside work (one or two API
+# calls, retried inside it if it likes); past it the job is cancelled anyway. The lease is kept
+# meanwhile; a shutdown that cannot wait this long leaves the job to its lease and the next claim.
+ON_CANCEL_SECONDS = 60.0
 
 
 # What a person reads after the message of a failure that was not permanent: what happens next.
@@ -83,6 +94,8 @@ class JobRun:
             job, store, progress_interval_seconds=settings.progress_interval_seconds
         )
         self._handler_task: asyncio.Task[dict[str, Any]] | None = None
+        # Where this attempt parked the job, once recorded (``Worker.run_one`` resumes it then).
+        self.parked: Parked | None = None
 
     def request_release(self) -> None:
         """Soft stop for shutdown: the handler releases the job at its next checkpoint."""
@@ -101,7 +114,12 @@ class JobRun:
             job_id=str(job.id), user_id=str(job.user_id), attempt=job.attempt
         ):
             started = time.monotonic()
-            log.info("job claimed", max_attempts=job.max_attempts, resumed_from=job.stage)
+            log.info(
+                "job claimed",
+                max_attempts=job.max_attempts,
+                resumed_from=job.stage,
+                resumed_from_park=job.resumed_from_park,
+            )
             try:
                 await self._run_and_record()
             except LeaseLost:
@@ -127,7 +145,11 @@ class JobRun:
             await self._record(lambda: self.store.succeed(job.fence, {}))
             return
         if job.cancel_requested_at is not None:
-            log.info("job was cancelled while no worker held it")
+            log.info(
+                "job was cancelled while no worker held it",
+                parked=job.resumed_from_park,
+            )
+            await self._cancel_outside_work()
             await self._record(lambda: self.store.cancel(job.fence))
             return
         if job.attempt > job.max_attempts:
@@ -139,7 +161,10 @@ class JobRun:
                 permanent=True,
             )
             return
-        await self.store.mark_started(job.fence, START_LABEL)
+        if not job.resumed_from_park:
+            # A parked job's profile shows it already, with the label its handler left
+            # ("Building deep memory"): resuming it is no new start.
+            await self.store.mark_started(job.fence, START_LABEL)
 
         outcome = await self._run_handler()
         await self._record_outcome(outcome)
@@ -193,8 +218,26 @@ class JobRun:
         elif isinstance(outcome, LeaseLost):
             log.warning("job stopped: lease lost; nothing more is written")
         elif isinstance(outcome, CancelRequested):
+            await self._cancel_outside_work()
             await self._record(lambda: self.store.cancel(fence))
             log.info("job cancelled")
+        elif isinstance(outcome, ParkJob):
+            await self.ctx.flush_progress()
+            park = outcome
+            self.parked = await self._record(
+                lambda: self.store.park(
+                    fence,
+                    resume_at=park.resume_at,
+                    waiting_for=park.waiting_for,
+                    checkpoint=park.checkpoint,
+                )
+            )
+            log.info(
+                "job parked",
+                waiting_for=park.waiting_for,
+                resume_at=self.parked.resume_at.isoformat(),
+                run_after=self.parked.run_after.isoformat(),
+            )
         elif isinstance(outcome, ReleaseRequested):
             await self._record(lambda: self.store.release(fence))
             log.info("job released for another worker to resume")
@@ -226,6 +269,85 @@ class JobRun:
                 permanent=False,
             )
 
+    async def _cancel_outside_work(self, *, job_is_ours: bool = True) -> None:
+        """Let the handler stop the job's outside work before the cancel is recorded.
+
+        Runs its ``on_cancel`` (if it has one) under a lease keeper of its own that ignores the
+        cancel request (it is what is being done) but not a lost lease, for at most
+        ``ON_CANCEL_SECONDS``. A failure or a time-out is logged and the cancel goes ahead; a lost
+        lease raises LeaseLost, and nothing more is written. With ``job_is_ours`` false the
+        cancel is already recorded (it raced a failure): the hook runs without a lease, and its
+        fenced writes, if it tries any, fail.
+        """
+        if not isinstance(self.handler, CancelsOutsideWork):
+            return
+        if not job_is_ours:
+            await self._run_cancel_hook(keeper=None)
+            return
+        fence = self.job.fence
+        renewed_at = time.monotonic()
+        # The keeper of the attempt (if any) has stopped: renew first, so the hook starts with a
+        # whole lease whatever the handler's unwinding took.
+        await self._record(lambda: self.store.heartbeat(fence))
+        lost: list[JobControl] = []
+        hook_task: list[asyncio.Task[None]] = []
+
+        def stop(reason: JobControl) -> None:
+            lost.append(reason)
+            for task in hook_task:
+                task.cancel()
+
+        keeper = keep_lease(
+            self.store,
+            fence,
+            leased_at=renewed_at,
+            interval_seconds=self.settings.heartbeat_seconds,
+            lease_seconds=self.settings.lease_seconds,
+            stop_job=stop,
+            stop_on_cancel=False,
+        )
+        await self._run_cancel_hook(keeper=keeper, started=hook_task.append)
+        if lost:
+            raise LeaseLost("lease lost while the handler cancelled its outside work")
+
+    async def _run_cancel_hook(
+        self,
+        *,
+        keeper: Coroutine[Any, Any, None] | None,
+        started: Callable[[asyncio.Task[None]], None] | None = None,
+    ) -> None:
+        """Run the handler's ``on_cancel`` for at most ``ON_CANCEL_SECONDS`` beside ``keeper``
+        (the lease keeper, if the job is still ours); log how it ended, never raise its error."""
+        assert isinstance(self.handler, CancelsOutsideWork)
+        self.ctx.note_cancel_requested()
+        hook = asyncio.create_task(self.handler.on_cancel(self.ctx), name="job-on-cancel")
+        if started is not None:
+            started(hook)
+        keeper_task = (
+            asyncio.create_task(keeper, name="job-on-cancel-lease") if keeper is not None else None
+        )
+        try:
+            done, _ = await asyncio.wait({hook}, timeout=ON_CANCEL_SECONDS)
+            if not done:
+                hook.cancel()
+                await asyncio.wait({hook})
+        finally:
+            if keeper_task is not None:
+                keeper_task.cancel()
+                await asyncio.gather(keeper_task, return_exceptions=True)
+        if not done:
+            log.warning(
+                "on_cancel ran past its time limit; cancelling the job anyway",
+                seconds=ON_CANCEL_SECONDS,
+            )
+        elif hook.cancelled():
+            log.warning("on_cancel stopped: the lease was lost")
+        elif (error := hook.exception()) is not None:
+            # The class only: the message could hold what the handler was working on.
+            log.warning("on_cancel failed; cancelling the job anyway", error=type(error).__name__)
+        else:
+            log.info("the handler stopped the job's outside work")
+
     async def _record_failure(
         self, message: str, *, code: str, error_class: str, permanent: bool
     ) -> None:
@@ -251,6 +373,9 @@ class JobRun:
             )
             if status == "cancelled":
                 log.info("job attempt failed after a cancel was requested; job cancelled")
+                # The cancel raced the failure and the statement recorded it: the job is no
+                # longer ours, but its outside work must still be stopped.
+                await self._cancel_outside_work(job_is_ours=False)
                 return
             log.warning(
                 "job attempt failed; will retry",

@@ -22,7 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
-from soulworker.jobs.store_interface import JobStoreInterface
+from soulworker.jobs.park import MAX_PARK_SECONDS
+from soulworker.jobs.store_interface import JobStoreInterface, Parked
 from soulworker.sql_files import query
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -138,6 +139,28 @@ class JobStore:
 
     async def release(self, fence: Fence) -> None:
         await self._fenced(query("release_job"), fence.params())
+
+    async def park(
+        self,
+        fence: Fence,
+        *,
+        resume_at: datetime,
+        waiting_for: str,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> Parked:
+        """Park the job until ``resume_at`` (docs/queue.md, "Parking a job"); see
+        :meth:`JobStoreInterface.park`. LeaseLost, writing nothing, if the lease was lost."""
+        row = await self._fenced(
+            query("park_job"),
+            {
+                **fence.params(),
+                "resume_at": resume_at,
+                "max_park_seconds": MAX_PARK_SECONDS,
+                "waiting_for": waiting_for,
+                "checkpoint": Jsonb(checkpoint or {}),
+            },
+        )
+        return Parked(run_after=row["run_after"], resume_at=row["resume_at"])
 
     async def prune_artifacts(self, retention_days: int) -> int:
         """Delete working data no retry can use any more; return how many artifacts went."""

@@ -14,6 +14,7 @@ longer this attempt's (another worker took it over, or it has ended), it raises
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -22,6 +23,17 @@ from soulworker.jobs.job import ClaimedJob, Fence
 
 if TYPE_CHECKING:
     from soulworker.jobs.store import Connection
+
+
+@dataclass(frozen=True)
+class Parked:
+    """Where a park left the job: ``resume_at`` is the handler's time as clamped (never before
+    now, never more than ``MAX_PARK_SECONDS`` ahead); ``run_after`` is when the queue's claim may
+    take the job: the same, later for a job set aside for one named worker, and now when a cancel
+    was requested meanwhile."""
+
+    run_after: datetime
+    resume_at: datetime
 
 
 class FencedTransaction(Protocol):
@@ -116,6 +128,21 @@ class JobStoreInterface(Protocol):
 
     async def release(self, fence: Fence) -> None:
         """``queued`` again at once, the attempt given back, the checkpoint kept. Fenced."""
+        ...
+
+    async def park(
+        self,
+        fence: Fence,
+        *,
+        resume_at: datetime,
+        waiting_for: str,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> Parked:
+        """``queued`` again, due at ``resume_at`` clamped to [now, now + ``MAX_PARK_SECONDS``]
+        (a set-aside job stays set aside; a job with a cancel requested is due now), the lease
+        released, the attempt given back, ``checkpoint`` merged, stage and progress kept,
+        ``parked_at = now`` and ``waiting_for`` recorded. The next claim returns and clears both.
+        Fenced (docs/queue.md, "Parking a job")."""
         ...
 
     async def prune_artifacts(self, retention_days: int) -> int:

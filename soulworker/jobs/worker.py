@@ -9,8 +9,12 @@ Two separate paths end the work, as in River:
 
 :meth:`Worker.run_one` works one named job instead of the queue (``soulworker import``;
 docs/queue.md, "One named job"): it claims that job by id, runs it with the same
-:class:`JobRun`, and returns when it ends; it never claims anything else. Both stop paths hold
-there as well.
+:class:`JobRun`, and returns when it ends; it never claims anything else (a job its handler
+parks is claimed again by id when it asked to resume). Both stop paths hold there as well.
+
+A parked job (docs/queue.md, "Parking a job") is an ordinary queued job with a later ``run_after``:
+``has_active_jobs`` counts it, so ``run --drain`` waits for it, and the jittered poll claims it
+once it is due (no NOTIFY is sent when time passes).
 
 Wake-ups come from the listener (NOTIFY), from a job finishing (a slot is free), and from a
 jittered poll, which is the source of truth. A database outage never crashes the loop: a failed
@@ -25,8 +29,9 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from soulworker.jobs.errors import ReleaseRequested
+from soulworker.jobs.errors import JobNotClaimable, ReleaseRequested
 from soulworker.jobs.handler import JobHandler
 from soulworker.jobs.lease import DATABASE_ERRORS
 from soulworker.jobs.listener import Listener
@@ -146,11 +151,27 @@ class Worker:
         log.info("worker started for one job", worker=self.worker_id, job_id=str(job_id))
         try:
             job = await self.store.claim_by_id(self.worker_id, job_id)
-            self._start(JobRun(job, self.store, self.handler, self.settings))
-            while self._tasks and not self.stopping:
-                self._wake.clear()
-                # Woken when the job ends (_finished) or a stop is requested.
-                await self._sleep(self.settings.poll_seconds)
+            while True:
+                run = JobRun(job, self.store, self.handler, self.settings)
+                self._start(run)
+                while self._tasks and not self.stopping:
+                    self._wake.clear()
+                    # Woken when the job ends (_finished) or a stop is requested.
+                    await self._sleep(self.settings.poll_seconds)
+                if run.parked is None or self.stopping:
+                    break
+                # The handler parked the job (docs/queue.md, "Parking a job"): it stays set
+                # aside for this command, which claims it again when it asked to resume, or at
+                # once when a cancel requested meanwhile made it due now.
+                await self._sleep_until(min(run.parked.resume_at, run.parked.run_after))
+                if self._stopping.is_set():  # (not self.stopping: mypy narrowed that above)
+                    break
+                try:
+                    job = await self.store.claim_by_id(self.worker_id, job_id)
+                except JobNotClaimable as exc:
+                    # Taken while parked: a cancel made it due, and a daemon cancelled it.
+                    log.info("the parked job is no longer this worker's", reason=exc.reason)
+                    break
         finally:
             await self._shut_down()
             log.info("worker stopped", claimed=self.stats.claimed, finished=self.stats.finished)
@@ -191,6 +212,15 @@ class Worker:
         pruned = await self.store.prune_artifacts(self.settings.artifact_retention_days)
         if pruned:
             log.info("deleted working data of old failed or cancelled imports", artifacts=pruned)
+
+    async def _sleep_until(self, when: datetime) -> None:
+        """Sleep until ``when`` (the worker's clock) or a stop."""
+        while not self.stopping:
+            remaining = (when - datetime.now(UTC)).total_seconds()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            await self._sleep(min(remaining, self.settings.poll_seconds))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (NOTIFY, a finished job, a stop) or ``seconds`` pass."""

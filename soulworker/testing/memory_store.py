@@ -2,11 +2,12 @@
 
 :class:`MemoryJobStore` does what :class:`~soulworker.jobs.store.JobStore`'s SQL does
 (sql/queries/jobs/), row by row: the claim's order and lease, fenced writes, attempts charged
-and given back, retry times, cancel requests, release, artifacts. It keeps no ``user_profiles``
-mirror and runs no SQL: a fenced transaction offers ``advance`` and ``put_artifact`` but no
-connection, so handlers used with it must not touch ``tx.conn`` (the import pipeline does; it
-is tested on Postgres). tests/integration/test_store_contract.py runs the same scenarios on
-both stores so this one cannot drift from the SQL (docs/queue.md, "Two layers of tests").
+and given back, retry times, cancel requests, release, parking, artifacts. It keeps no
+``user_profiles`` mirror and runs no SQL: a fenced transaction offers ``advance`` and
+``put_artifact`` but no connection, so handlers used with it must not touch ``tx.conn`` (the
+import pipeline does; it is tested on Postgres). tests/integration/test_store_contract.py runs
+the same scenarios on both stores so this one cannot drift from the SQL (docs/queue.md, "Two
+layers of tests").
 
 Time is a :class:`Clock` the test moves by hand: nothing becomes due or expires by itself.
 Besides the store's verbs it has the operator's side a test needs: :meth:`insert`,
@@ -27,8 +28,9 @@ from typing import Any
 
 from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob, Fence
+from soulworker.jobs.park import MAX_PARK_SECONDS
 from soulworker.jobs.store import Connection, not_claimable_reason
-from soulworker.jobs.store_interface import JobStoreInterface
+from soulworker.jobs.store_interface import JobStoreInterface, Parked
 
 CANCELLED_MESSAGE = "Import cancelled."
 FINAL = ("succeeded", "failed", "cancelled")
@@ -71,6 +73,8 @@ class JobRow:
     errors: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    parked_at: datetime | None = None
+    waiting_for: str | None = None
 
     def held_by(self, fence: Fence) -> bool:
         """The fence of every write: this attempt, this owner, still running."""
@@ -156,9 +160,14 @@ class MemoryJobStore:
         return job.id
 
     def request_cancel(self, job_id: uuid.UUID) -> str:
-        """As ``cancel_import_job``: a queued job ends at once, a running one is asked to stop."""
+        """As ``cancel_import_job``: a queued job ends at once, a running one is asked to stop, a
+        parked one is asked to stop and made due now (its handler cancels its outside work)."""
         job = self.jobs[job_id]
         now = self.clock.now
+        if job.status == "queued" and job.parked_at is not None:
+            job.cancel_requested_at = job.cancel_requested_at or now
+            job.run_after = min(job.run_after, now)
+            return "cancel_requested"
         if job.status == "queued":
             job.status, job.finished_at, job.last_error = "cancelled", now, CANCELLED_MESSAGE
             job.cancel_requested_at = job.cancel_requested_at or now
@@ -213,6 +222,8 @@ class MemoryJobStore:
     def _take(self, job: JobRow, owner: str, leased_at: float) -> ClaimedJob:
         """The claim's update of one row and the row it returns."""
         now = self.clock.now
+        parked_at, waiting_for = job.parked_at, job.waiting_for
+        job.parked_at, job.waiting_for = None, None
         job.status = "running"
         job.attempt += 1
         job.lease_owner = owner
@@ -235,6 +246,8 @@ class MemoryJobStore:
             result=copy.deepcopy(job.result),
             fence=Fence(job.id, job.attempt, owner),
             leased_at=leased_at,
+            parked_at=parked_at,
+            waiting_for=waiting_for,
         )
 
     async def mark_started(self, fence: Fence, label: str) -> None:
@@ -316,6 +329,26 @@ class MemoryJobStore:
         job.status, job.attempt = "queued", max(job.attempt - 1, 0)
         job.run_after = max(job.run_after, self.clock.now)
         job.lease_owner, job.lease_expires_at, job.heartbeat_at = None, None, None
+
+    async def park(
+        self,
+        fence: Fence,
+        *,
+        resume_at: datetime,
+        waiting_for: str,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> Parked:
+        job = self._held(fence)
+        now = self.clock.now
+        # As park_job.sql: clamped to [now, now + MAX_PARK_SECONDS]; a set-aside job stays set
+        # aside; a cancel requested meanwhile makes the job due now.
+        resume = min(max(resume_at, now), now + timedelta(seconds=MAX_PARK_SECONDS))
+        job.status, job.attempt = "queued", max(job.attempt - 1, 0)
+        job.run_after = max(job.run_after, resume) if job.cancel_requested_at is None else now
+        job.lease_owner, job.lease_expires_at, job.heartbeat_at = None, None, None
+        job.checkpoint.update(copy.deepcopy(checkpoint or {}))
+        job.parked_at, job.waiting_for = now, waiting_for
+        return Parked(run_after=job.run_after, resume_at=resume)
 
     async def prune_artifacts(self, retention_days: int) -> int:
         cutoff = self.clock.now - timedelta(days=retention_days)

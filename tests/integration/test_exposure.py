@@ -847,3 +847,36 @@ async def test_the_operators_sql_in_the_docs_closes_an_opened_database(
     project = Project(supabase_db, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
     functions, relations = await enumerate_our_objects(project)
     check_inventory(project, FRESH, functions, relations)
+
+
+async def test_replacing_cancel_and_the_overview_for_parked_jobs_keeps_their_privileges(
+    supabase_db: SupabaseDatabase,
+) -> None:
+    """Migration 0012 replaces ``cancel_import_job`` and ``import_jobs_overview``: who may call or
+    read them is what 0008 and 0010 made it, and the view still runs with its reader's rights
+    (``create or replace view`` would drop ``security_invoker`` unless given again)."""
+    files = migration_files()
+    parked = next(i for i, (name, _) in enumerate(files) if name.startswith("0012_"))
+    privileges: LiteralString = (
+        "select (select proacl::text from pg_proc "
+        "        where oid = 'cancel_import_job(uuid)'::regprocedure) as function_acl, "
+        "       relacl::text as view_acl, reloptions as view_options "
+        "from pg_class where oid = 'import_jobs_overview'::regclass"
+    )
+    assert await migrate_as(supabase_db.owner_url, files=files[:parked])
+    conn = await _connect(supabase_db.admin_url)
+    try:
+        before = await (await conn.execute(privileges)).fetchone()
+        assert await migrate_as(supabase_db.owner_url, files=files) == [files[parked][0]]
+        after = await (await conn.execute(privileges)).fetchone()
+        assert after == before
+        assert before is not None and before["view_options"] == ["security_invoker=true"]
+        for role, may in (("anon", False), ("authenticated", False), ("service_role", True)):
+            cur = await conn.execute(
+                "select has_function_privilege(%s, 'cancel_import_job(uuid)', 'EXECUTE') as f, "
+                "has_table_privilege(%s, 'import_jobs_overview', 'SELECT') as v",
+                (role, role),
+            )
+            assert await cur.fetchone() == {"f": may, "v": may}, role
+    finally:
+        await conn.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from soulworker import db
 from soulworker.jobs.errors import JobNotClaimable, LeaseLost
 from soulworker.jobs.job import ClaimedJob
+from soulworker.jobs.park import MAX_PARK_SECONDS
 from soulworker.jobs.store import JobStore
 from soulworker.jobs.store_interface import JobStoreInterface
 from soulworker.settings import Settings
@@ -46,6 +47,8 @@ COLUMNS = (
     "result",
     "last_error",
     "errors",
+    "parked_at",
+    "waiting_for",
 )
 TIMESTAMPS = (
     "created_at",
@@ -55,6 +58,7 @@ TIMESTAMPS = (
     "cancel_requested_at",
     "started_at",
     "finished_at",
+    "parked_at",
 )
 
 
@@ -566,6 +570,147 @@ async def test_a_cancel_requested_during_a_failing_attempt_wins(
     assert (row["status"], row["last_error"]) == ("cancelled", "Import cancelled.")
     assert row["finished_at"] is not None
     assert [e["code"] for e in row["errors"]] == ["busy" if not permanent else "bad"]
+
+
+# --- parking (docs/queue.md, "Parking a job")
+
+BATCH = "message batch msgbatch_01 (processing)"
+
+
+async def parked_job(queue: Queue, *, wait_seconds: float = 600) -> tuple[uuid.UUID, ClaimedJob]:
+    """A job claimed, brought to the full pass, then parked for ``wait_seconds``."""
+    job_id = await queue.insert()
+    job = await claim(queue, "w1")
+    await queue.store.advance(
+        job.fence, stage="full_pass", percent=70, label="Building deep memory", checkpoint={"a": 1}
+    )
+    await queue.store.park(
+        job.fence,
+        resume_at=await queue.now() + timedelta(seconds=wait_seconds),
+        waiting_for=BATCH,
+        checkpoint={"batch": "msgbatch_01"},
+    )
+    return job_id, job
+
+
+async def test_a_parked_job_is_queued_until_its_time_and_resumed_uncharged(queue: Queue) -> None:
+    job_id, _ = await parked_job(queue)
+    now = await queue.now()
+    row = await queue.row(job_id)
+    assert (row["status"], row["attempt"], row["lease_owner"], row["lease_expires_at"]) == (
+        "queued",
+        0,
+        None,
+        None,
+    ), "the lease released and the attempt given back"
+    assert 599 <= seconds_between(row["run_after"], now) <= 600
+    assert (row["stage"], row["progress_percent"]) == ("full_pass", 70), "kept as it was"
+    assert row["checkpoint"] == {"a": 1, "batch": "msgbatch_01"}
+    assert (row["waiting_for"], row["errors"], row["last_error"]) == (BATCH, [], None)
+    assert 0 <= seconds_between(now, row["parked_at"]) <= 1
+    assert await queue.store.has_active_jobs(), "a parked job is still to do"
+    assert await queue.store.claim("w2") is None, "not before its time"
+
+    await queue.travel(601)
+    resumed = await claim(queue, "w2")
+    assert (resumed.id, resumed.attempt, resumed.resumed_from_park) == (job_id, 1, True)
+    assert resumed.waiting_for == BATCH and resumed.parked_at is not None
+    assert resumed.checkpoint == {"a": 1, "batch": "msgbatch_01"}
+    row = await queue.row(job_id)
+    assert (row["status"], row["parked_at"], row["waiting_for"]) == ("running", None, None)
+    await queue.store.succeed(resumed.fence, {})
+    assert (await queue.row(job_id))["attempt"] == 1, "one attempt charged in all"
+
+
+async def test_a_job_that_was_not_parked_is_not_resumed_from_a_park(queue: Queue) -> None:
+    await queue.insert()
+    job = await claim(queue)
+    assert (job.resumed_from_park, job.parked_at, job.waiting_for) == (False, None, None)
+    await queue.store.release(job.fence)
+    assert not (await claim(queue)).resumed_from_park, "a released job was not parked"
+
+
+async def test_a_park_after_the_lease_was_lost_writes_nothing(queue: Queue) -> None:
+    job_id = await queue.insert()
+    job = await claim(queue, "w1")
+    await queue.take_over(job_id, "thief")
+    before = await queue.row(job_id)
+    with pytest.raises(LeaseLost):
+        await queue.store.park(
+            job.fence,
+            resume_at=await queue.now() + timedelta(seconds=60),
+            waiting_for=BATCH,
+            checkpoint={"batch": "late"},
+        )
+    assert await queue.row(job_id) == before
+
+
+async def test_a_park_resume_time_is_clamped_to_now_and_a_day(queue: Queue) -> None:
+    past_id = await queue.insert()
+    job = await claim(queue)
+    now = await queue.now()
+    parked = await queue.store.park(
+        job.fence, resume_at=now - timedelta(days=3), waiting_for="the past"
+    )
+    assert abs(seconds_between(parked.resume_at, now)) <= 1, "not in the past"
+    resumed = await claim(queue)
+    assert resumed.id == past_id, "due at once"
+    await queue.store.succeed(resumed.fence, {})
+
+    far_id = await queue.insert()
+    job = await claim(queue)
+    now = await queue.now()
+    parked = await queue.store.park(
+        job.fence, resume_at=datetime(9999, 1, 1, tzinfo=UTC), waiting_for="the far future"
+    )
+    row = await queue.row(far_id)
+    assert row["run_after"] == parked.run_after == parked.resume_at
+    assert MAX_PARK_SECONDS <= seconds_between(row["run_after"], now) <= MAX_PARK_SECONDS + 1
+    await queue.travel(MAX_PARK_SECONDS + 1)
+    assert (await claim(queue)).id == far_id, "looked at again within a day"
+
+
+async def test_a_parked_set_aside_job_stays_set_aside(queue: Queue) -> None:
+    aside = await queue.insert(run_after_seconds=SET_ASIDE_SECONDS)
+    job = await queue.store.claim_by_id("importer", aside)
+    parked = await queue.store.park(
+        job.fence, resume_at=await queue.now() + timedelta(seconds=60), waiting_for=BATCH
+    )
+    assert seconds_between(parked.run_after, parked.resume_at) > SET_ASIDE_SECONDS / 2
+    await queue.travel(61)
+    assert await queue.store.claim("w1") is None, "no other worker takes it"
+    again = await queue.store.claim_by_id("importer", aside)
+    assert (again.resumed_from_park, again.attempt) == (True, 1)
+
+
+async def test_a_cancel_while_parked_makes_the_job_due_and_asks_its_worker(queue: Queue) -> None:
+    job_id, _ = await parked_job(queue, wait_seconds=3600)
+    assert await queue.request_cancel(job_id) == "cancel_requested"
+    now = await queue.now()
+    row = await queue.row(job_id)
+    assert row["status"] == "queued", "not cancelled here: its outside work must be stopped"
+    assert row["cancel_requested_at"] is not None and row["finished_at"] is None
+    assert seconds_between(row["run_after"], now) <= 0, "due now"
+    job = await claim(queue, "w2")
+    assert (job.id, job.resumed_from_park) == (job_id, True)
+    assert job.cancel_requested_at is not None, "the runner sees the cancel before any work"
+    await queue.store.cancel(job.fence)
+    row = await queue.row(job_id)
+    assert (row["status"], row["last_error"]) == ("cancelled", "Import cancelled.")
+    assert (row["parked_at"], row["waiting_for"]) == (None, None)
+
+
+async def test_a_cancel_requested_before_a_park_makes_the_parked_job_due_now(
+    queue: Queue,
+) -> None:
+    job_id = await queue.insert()
+    job = await claim(queue)
+    assert await queue.request_cancel(job_id) == "cancel_requested"
+    await queue.store.park(
+        job.fence, resume_at=await queue.now() + timedelta(hours=1), waiting_for=BATCH
+    )
+    assert seconds_between((await queue.row(job_id))["run_after"], await queue.now()) <= 0
+    assert (await claim(queue, "w2")).cancel_requested_at is not None
 
 
 # --- attempts, activity, pruning
