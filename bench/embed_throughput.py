@@ -128,7 +128,7 @@ def measure(
     samples = []
     for _ in range(runs):
         with EmbeddingsServer(
-            latency_seconds=latency, bedrock_dimensions=BEDROCK_DIMENSIONS
+            latency_seconds=latency, bedrock_dimensions=BEDROCK_DIMENSIONS, vector_bank=256
         ) as server:
             samples.append(
                 run_job(export, server_url, storage, provider_env(provider, server, concurrency))

@@ -27,6 +27,8 @@ from soulworker.jobs.queue_stats import Connection, read_queue_stats
 from soulworker.sql_files import query
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# Not a status of the table: queued jobs parked by their handler (docs/queue.md, "Parking a job").
+WAITING = "waiting"
 ERROR_COLUMN_WIDTH = 60
 WATCH_DEFAULT_SECONDS = 2.0
 # Home the cursor and clear the screen: each frame replaces the last on a terminal.
@@ -54,7 +56,11 @@ def register(subparsers: Any) -> None:
     enqueue.set_defaults(func=run_enqueue)
 
     jobs = subparsers.add_parser("jobs", help="list recent jobs as a table")
-    jobs.add_argument("--status", choices=STATUSES, help="only jobs in this status")
+    jobs.add_argument(
+        "--status",
+        choices=(*STATUSES, WAITING),
+        help=f"only jobs in this status ({WAITING}: queued jobs parked until a later time)",
+    )
     jobs.add_argument("--user", type=_job_id, help="only this user's jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     jobs.add_argument(
@@ -144,8 +150,8 @@ def _stats_lines(stats: dict[str, Any]) -> str:
     oldest = age(stats["oldest_queued_seconds"], when=stats["queued_due"])
     silence = age(stats["max_heartbeat_age_seconds"], when=stats["running"])
     return (
-        f"queued {stats['queued']} (due {stats['queued_due']}, set aside "
-        f"{stats['set_aside']}; oldest due waiting {oldest})\n"
+        f"queued {stats['queued']} (due {stats['queued_due']}, parked {stats['parked']}, set "
+        f"aside {stats['set_aside']}; oldest due waiting {oldest})\n"
         f"running {stats['running']} ({stats['stale_running']} past their lease; longest "
         f"heartbeat silence {silence})\n"
         f"failed in the last hour {stats['failed_last_hour']}; all time: succeeded "
@@ -161,16 +167,33 @@ async def _jobs_table(conn: Connection, params: dict[str, Any]) -> str:
     table = [
         [
             str(row["id"]),
-            row["status"],
+            _status(row),
             row["stage"] or "-",
             f"{row['progress_percent']}%",
             f"{row['attempt']}/{row['max_attempts']}",
             format_age(row["age"]),
             _shorten(row["last_error"]),
+            _waiting(row),
         ]
         for row in rows
     ]
-    return render_table(("job", "status", "stage", "progress", "attempt", "age", "error"), table)
+    headers = ("job", "status", "stage", "progress", "attempt", "age", "error", "waiting for")
+    return render_table(headers, table)
+
+
+def _status(row: dict[str, Any]) -> str:
+    """The status, with ``waiting`` for a parked job and a pending cancel said."""
+    status = WAITING if row["status"] == "queued" and row["waiting_for"] else row["status"]
+    return f"{status} (cancel requested)" if row["cancel_requested"] else status
+
+
+def _waiting(row: dict[str, Any]) -> str:
+    """For a parked job: what it waits for, how long it has, and until when."""
+    if not (row["status"] == "queued" and row["waiting_for"]):
+        return ""
+    due_in = row["due_in"]
+    until = "due now" if due_in.total_seconds() <= 0 else f"resumes {format_age(-due_in)}"
+    return f"{_shorten(row['waiting_for'])} (parked {format_age(row['parked_for'])}, {until})"
 
 
 async def run_retry(args: argparse.Namespace) -> int:

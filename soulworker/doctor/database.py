@@ -260,7 +260,7 @@ async def check_migrations(context: DoctorContext) -> Outcome:
         )
     if problems:
         return merge(problems, details)
-    latest = files[-1][0] if files else "none"
+    latest = files[-1].removesuffix(".sql") if files else "none"
     return ok(f"all {len(files)} migrations applied (latest {latest})", **details)
 
 

@@ -84,6 +84,8 @@ class HttpEmbedder:
 
     provider = "?"
     input_limit: InputLimit = InputLimit(max_tokens=8_191)
+    texts_per_request = 1
+    """The most texts one request carries (callers size their work to fill every slot)."""
 
     def __init__(
         self,

@@ -61,7 +61,9 @@ def embedder_from_settings(
             endpoint_url=settings.embed_endpoint_url or endpoint_url,
             concurrency=settings.embed_concurrency,
             price_per_mtok=None if price is None else Decimal(str(price)),
-            retry=retry or EmbedRetryPolicy(),
+            # Throttling alone never ends an attempt before its time limit does (the limit
+            # then fails it as transient, and the queue retries later): docs/embeddings.md.
+            retry=retry or EmbedRetryPolicy(throttle_budget_seconds=settings.job_timeout_seconds),
         )
 
     if provider == "bedrock":

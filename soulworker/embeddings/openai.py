@@ -69,6 +69,7 @@ class OpenAIEmbedder(HttpEmbedder):
 
     provider = "openai"
     input_limit = OPENAI_V3_LIMIT
+    texts_per_request = BATCH_MAX_TEXTS
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ Two kinds of transient failure, treated differently:
 * **Throttling** (HTTP 429, ``ThrottlingException``) is the provider pacing us, not failing: the
   request is sent again as soon as the limiter (``pacing``) lets it, for as long as
   ``throttle_budget_seconds`` allows, however many attempts that takes. Chunks are never dropped
-  for throttling; a job fails for it only when the budget (set near the job's time limit) runs out.
+  for throttling; a job fails for it only when the budget (the job's time limit) runs out.
 * **Outages** (5xx, timeouts, dropped connections) get exponential backoff with full jitter and at
   most ``max_attempts`` tries within ``max_total_seconds``, as model calls do; after that the job
   goes back to the queue, whose own backoff is longer.
@@ -36,9 +36,10 @@ DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_MAX_TOTAL_SECONDS = 300.0
 """An outage longer than five minutes is handed back to the queue."""
 
-DEFAULT_THROTTLE_BUDGET_SECONDS = 1800.0
-"""How long one request may go on being throttled: half the default job time limit, so a job
-slowed by a busy account still finishes, and one whose quota never frees up fails in time."""
+DEFAULT_THROTTLE_BUDGET_SECONDS = 3600.0
+"""How long one request may go on being throttled. The factory sets it to the job's time limit
+(``SOULWORKER_JOB_TIMEOUT_SECONDS``), so a job slowed by a busy account goes on until the limit
+and only the limit ends it; this default matches the limit's own default."""
 
 DEFAULT_BACKOFF_INITIAL_SECONDS = 1.0
 DEFAULT_BACKOFF_MAX_SECONDS = 30.0

@@ -89,6 +89,7 @@ class JobContext:
         self.checkpoint: dict[str, Any] = dict(job.checkpoint)
         self.stop_reason: JobControl | None = None
         self.release_requested = False
+        self._cancel_seen = False
         self._last_write_at = 0.0
         self._written: tuple[str | None, int, str | None] = (job.stage, job.progress_percent, None)
         self._pending: tuple[str | None, int, str | None] | None = None
@@ -198,9 +199,15 @@ class JobContext:
     def cancel_requested(self) -> bool:
         """An operator asked for this job to be cancelled: before this attempt was claimed (the
         runner then calls the handler's ``on_cancel`` instead of ``run``), or during it."""
-        return self.job.cancel_requested_at is not None or isinstance(
-            self.stop_reason, CancelRequested
+        return (
+            self._cancel_seen
+            or self.job.cancel_requested_at is not None
+            or isinstance(self.stop_reason, CancelRequested)
         )
+
+    def note_cancel_requested(self) -> None:
+        """The runner learnt of a cancel another way (a failure's statement recorded it)."""
+        self._cancel_seen = True
 
     # --- stopping
 

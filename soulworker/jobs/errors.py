@@ -3,7 +3,9 @@
 Failures the job records are ``soulworker.errors.JobError`` and its subclasses (the ground
 floor, shared with the Storage client, the export reader and the model client). The control
 exceptions here (``LeaseLost``, ``CancelRequested``, ``ReleaseRequested``) are not failures: the
-worker uses them to stop a job, and the runner records what each means.
+worker uses them to stop a job, and the runner records what each means. ``ParkJob``, the one a
+handler raises itself to wait for work done elsewhere, lives in ``soulworker.jobs.park`` with its
+bounds (docs/queue.md, "Parking a job").
 """
 
 from __future__ import annotations

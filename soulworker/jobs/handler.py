@@ -46,14 +46,15 @@ class CancelsOutsideWork(Protocol):
     async def on_cancel(self, ctx: JobContext) -> None:
         """The job is being cancelled: stop the outside work its checkpoint names.
 
-        Called once, just before the runner records the job ``cancelled``, whichever way the
-        cancel arrived: requested while the job was parked (``ctx.job.resumed_from_park``) or
-        while no worker held it, in which case ``run`` is not called at all in this attempt; or
-        requested while ``run`` ran, after the heartbeat stopped it. ``ctx.checkpoint`` is the
-        last committed checkpoint. The lease is kept meanwhile and the call is bounded
-        (``ON_CANCEL_SECONDS`` in soulworker/jobs/runner.py); whatever it raises, the job still
-        ends ``cancelled``, so retry inside it if a retry is worth it. Fenced writes through
-        ``ctx`` work as in ``run``.
+        Called once, around the moment the runner records the job ``cancelled``, whichever way
+        the cancel arrived: requested while the job was parked (``ctx.job.resumed_from_park``)
+        or while no worker held it, in which case ``run`` is not called at all in this attempt;
+        requested while ``run`` ran, after the heartbeat stopped it; or racing a failing attempt,
+        whose statement then recorded the cancel (the job is no longer the worker's: fenced
+        writes fail). ``ctx.checkpoint`` is the last committed checkpoint and
+        ``ctx.cancel_requested`` is true. The lease is kept meanwhile (but in the race) and the
+        call is bounded (``ON_CANCEL_SECONDS`` in soulworker/jobs/runner.py); whatever it
+        raises, the job still ends ``cancelled``, so retry inside it if a retry is worth it.
         """
         ...
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
@@ -269,39 +269,62 @@ class JobRun:
                 permanent=False,
             )
 
-    async def _cancel_outside_work(self) -> None:
+    async def _cancel_outside_work(self, *, job_is_ours: bool = True) -> None:
         """Let the handler stop the job's outside work before the cancel is recorded.
 
         Runs its ``on_cancel`` (if it has one) under a lease keeper of its own that ignores the
         cancel request (it is what is being done) but not a lost lease, for at most
         ``ON_CANCEL_SECONDS``. A failure or a time-out is logged and the cancel goes ahead; a lost
-        lease raises LeaseLost, and nothing more is written.
+        lease raises LeaseLost, and nothing more is written. With ``job_is_ours`` false the
+        cancel is already recorded (it raced a failure): the hook runs without a lease, and its
+        fenced writes, if it tries any, fail.
         """
         if not isinstance(self.handler, CancelsOutsideWork):
+            return
+        if not job_is_ours:
+            await self._run_cancel_hook(keeper=None)
             return
         fence = self.job.fence
         renewed_at = time.monotonic()
         # The keeper of the attempt (if any) has stopped: renew first, so the hook starts with a
         # whole lease whatever the handler's unwinding took.
         await self._record(lambda: self.store.heartbeat(fence))
-        hook = asyncio.create_task(self.handler.on_cancel(self.ctx), name="job-on-cancel")
         lost: list[JobControl] = []
+        hook_task: list[asyncio.Task[None]] = []
 
         def stop(reason: JobControl) -> None:
             lost.append(reason)
-            hook.cancel()
+            for task in hook_task:
+                task.cancel()
 
-        keeper = asyncio.create_task(
-            keep_lease(
-                self.store,
-                fence,
-                leased_at=renewed_at,
-                interval_seconds=self.settings.heartbeat_seconds,
-                lease_seconds=self.settings.lease_seconds,
-                stop_job=stop,
-                stop_on_cancel=False,
-            ),
-            name="job-on-cancel-lease",
+        keeper = keep_lease(
+            self.store,
+            fence,
+            leased_at=renewed_at,
+            interval_seconds=self.settings.heartbeat_seconds,
+            lease_seconds=self.settings.lease_seconds,
+            stop_job=stop,
+            stop_on_cancel=False,
+        )
+        await self._run_cancel_hook(keeper=keeper, started=hook_task.append)
+        if lost:
+            raise LeaseLost("lease lost while the handler cancelled its outside work")
+
+    async def _run_cancel_hook(
+        self,
+        *,
+        keeper: Coroutine[Any, Any, None] | None,
+        started: Callable[[asyncio.Task[None]], None] | None = None,
+    ) -> None:
+        """Run the handler's ``on_cancel`` for at most ``ON_CANCEL_SECONDS`` beside ``keeper``
+        (the lease keeper, if the job is still ours); log how it ended, never raise its error."""
+        assert isinstance(self.handler, CancelsOutsideWork)
+        self.ctx.note_cancel_requested()
+        hook = asyncio.create_task(self.handler.on_cancel(self.ctx), name="job-on-cancel")
+        if started is not None:
+            started(hook)
+        keeper_task = (
+            asyncio.create_task(keeper, name="job-on-cancel-lease") if keeper is not None else None
         )
         try:
             done, _ = await asyncio.wait({hook}, timeout=ON_CANCEL_SECONDS)
@@ -309,18 +332,17 @@ class JobRun:
                 hook.cancel()
                 await asyncio.wait({hook})
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        if lost:
-            raise LeaseLost("lease lost while the handler cancelled its outside work")
-        if hook.cancelled():
+            if keeper_task is not None:
+                keeper_task.cancel()
+                await asyncio.gather(keeper_task, return_exceptions=True)
+        if not done:
             log.warning(
                 "on_cancel ran past its time limit; cancelling the job anyway",
                 seconds=ON_CANCEL_SECONDS,
             )
+        elif hook.cancelled():
+            log.warning("on_cancel stopped: the lease was lost")
         elif (error := hook.exception()) is not None:
-            if isinstance(error, LeaseLost):
-                raise error
             # The class only: the message could hold what the handler was working on.
             log.warning("on_cancel failed; cancelling the job anyway", error=type(error).__name__)
         else:
@@ -351,6 +373,9 @@ class JobRun:
             )
             if status == "cancelled":
                 log.info("job attempt failed after a cancel was requested; job cancelled")
+                # The cancel raced the failure and the statement recorded it: the job is no
+                # longer ours, but its outside work must still be stopped.
+                await self._cancel_outside_work(job_is_ours=False)
                 return
             log.warning(
                 "job attempt failed; will retry",

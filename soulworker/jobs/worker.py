@@ -161,8 +161,9 @@ class Worker:
                 if run.parked is None or self.stopping:
                     break
                 # The handler parked the job (docs/queue.md, "Parking a job"): it stays set
-                # aside for this command, which claims it again when it asked to resume.
-                await self._sleep_until(run.parked.resume_at)
+                # aside for this command, which claims it again when it asked to resume, or at
+                # once when a cancel requested meanwhile made it due now.
+                await self._sleep_until(min(run.parked.resume_at, run.parked.run_after))
                 if self._stopping.is_set():  # (not self.stopping: mypy narrowed that above)
                     break
                 try:

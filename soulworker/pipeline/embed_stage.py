@@ -19,12 +19,14 @@ import time
 from collections import Counter
 from typing import Any
 
+from psycopg.types import TypeInfo
+
 from soulworker.embeddings.dimensions import embedding_column, wanted_dimensions
 from soulworker.embeddings.embedder import HttpEmbedder
 from soulworker.embeddings.errors import EmbeddingError
 from soulworker.embeddings.factory import embedder_from_settings, embedding_enabled
 from soulworker.embeddings.usage import EmbedUsage
-from soulworker.embeddings.vectors import Vector
+from soulworker.embeddings.vector_wire import WireVector, binary_vectors
 from soulworker.logs import get_logger
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.stages import EMBED
@@ -32,9 +34,24 @@ from soulworker.sql_files import query
 
 log = get_logger(__name__)
 
-PAGE_CHUNKS = 64
-"""Chunks per page, and so per fenced transaction: the most a rescued job embeds twice. 64
-medium chunks are ~130K tokens, a fraction of a cent; enough to keep every request slot busy."""
+MIN_PAGE_CHUNKS = 64
+"""Fewest chunks per page, and so per fenced transaction: 64 medium chunks are ~130K tokens, a
+fraction of a cent to embed twice after a rescue."""
+
+MAX_PAGE_CHUNKS = 2_048
+"""Most chunks per page: ~4M tokens (under a dollar at list price) is the most a rescued job
+embeds twice, and ~15 MB of vectors is one transaction's write."""
+
+
+def page_chunks(texts_per_request: int, concurrency: int) -> int:
+    """Chunks per page: enough to fill every request slot at once (Bedrock takes one text per
+    request, an OpenAI-compatible endpoint up to 96), within the bounds above. A page is the
+    unit of the fenced write, so a smaller one would leave slots idle: one page of 64 is one
+    OpenAI request, and concurrency would buy nothing (docs/embeddings.md, "Throughput and
+    cost")."""
+    wanted = max(1, texts_per_request) * max(1, concurrency)
+    return max(MIN_PAGE_CHUNKS, min(MAX_PAGE_CHUNKS, wanted))
+
 
 # Why the whole stage was skipped (``embed_skipped_reason``).
 SKIPPED_OFF = "embedding_off"
@@ -108,6 +125,8 @@ class _EmbedPass:
         self.cursor = int(saved.get("cursor", -1))
         self.embedded = int(saved.get("embedded", 0))
         self.skipped: Counter[str] = Counter(saved.get("skipped_reasons") or {})
+        self.page_size = page_chunks(embedder.texts_per_request, embedder.limiter.limit)
+        self.vector_type: TypeInfo | None = None  # looked up on the first write
 
     def entry(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -140,11 +159,12 @@ class _EmbedPass:
             async with run.ctx.transaction() as tx:
                 written = 0
                 if texts:
+                    self.vector_type = await binary_vectors(tx.conn, self.vector_type)
                     cur = await tx.conn.execute(
                         query("embed_chunk_vectors"),
                         {
                             "chunk_indexes": indexes,
-                            "embeddings": [vector_text(vector) for vector in vectors],
+                            "embeddings": [WireVector(vector) for vector in vectors],
                             "job_id": job.id,
                             "user_id": job.user_id,
                         },
@@ -180,7 +200,7 @@ class _EmbedPass:
                 {
                     "job_id": self.run.ctx.job.id,
                     "after_index": self.cursor,
-                    "page_size": PAGE_CHUNKS,
+                    "page_size": self.page_size,
                 },
             )
             return list(await cur.fetchall())
@@ -253,8 +273,3 @@ def seed_usage(usage: EmbedUsage, saved: Any) -> None:
         value = saved.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
             setattr(usage, name, value)
-
-
-def vector_text(vector: Vector) -> str:
-    """pgvector's text form. ``repr`` of a float round-trips exactly."""
-    return "[" + ",".join(map(repr, vector)) + "]"

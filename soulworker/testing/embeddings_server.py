@@ -29,6 +29,12 @@ Faults are queued with ``script`` and consumed in order, one per request (a faul
 ``insufficient_quota``; Bedrock's ``ServiceQuotaExceededException``). ``latency_seconds`` delays
 every answer. Every request is recorded (``requests``) with its texts and its headers, secrets
 redacted.
+
+``vector_bank`` (benchmarks only): each text gets one of that many vectors made ahead of time and
+already encoded, picked by a hash of the text, instead of its own. Deriving and encoding a vector
+costs this server ~1.5 ms of CPU per text under the same interpreter lock as everything else in the
+process; a real provider's work is its latency, not our CPU, so a benchmark of the embed stage
+would otherwise measure this server (docs/embeddings.md, "Throughput and cost").
 """
 
 from __future__ import annotations
@@ -145,6 +151,7 @@ class EmbeddingsServer:
         openai_native_dimensions: Mapping[str, int] | None = None,
         latency_seconds: float = 0.0,
         chars_per_token: float = 4.0,
+        vector_bank: int = 0,
     ) -> None:
         self.aws_access_key_id = aws_access_key_id
         self.bedrock_api_key = bedrock_api_key
@@ -153,6 +160,8 @@ class EmbeddingsServer:
         self.openai_native_dimensions = dict(openai_native_dimensions or OPENAI_NATIVE_DIMENSIONS)
         self.latency_seconds = latency_seconds
         self.chars_per_token = chars_per_token
+        self.vector_bank = vector_bank
+        self._bank: dict[tuple[int, bool, int], bytes] = {}
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._requests: list[EmbedRequest] = []
@@ -308,6 +317,13 @@ class EmbeddingsServer:
                 f"Malformed input request: #/dimensions: {dimensions} is not a valid enum "
                 "value, please reformat your input and try again.",
             )
+        if self.vector_bank:
+            self._record(
+                EmbedRequest("bedrock", path, model, (text,), dimensions, _redact(headers), True),
+                tokens,
+            )
+            banked = self._banked_vector(text, dimensions, normalize=bool(body.get("normalize")))
+            return 200, {}, b'{"embedding":%s,"inputTextTokenCount":%d}' % (banked, tokens)
         vector = (
             expected_vector(text, dimensions)
             if body.get("normalize")
@@ -400,6 +416,14 @@ class EmbeddingsServer:
                     None,
                 )
             length = int(dimensions)
+        tokens = sum(count_tokens(text, self.chars_per_token) for text in texts)
+        self._record(
+            EmbedRequest("openai", path, model, tuple(texts), dimensions, _redact(headers), True),
+            tokens,
+        )
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if self.vector_bank:
+            return 200, {}, self._openai_banked(texts, length, model, usage)
         data = [
             {
                 "object": "embedding",
@@ -409,21 +433,33 @@ class EmbeddingsServer:
             for index, text in enumerate(texts)
         ]
         data.reverse()  # the index, not the order, says which text a vector is for
-        tokens = sum(count_tokens(text, self.chars_per_token) for text in texts)
-        self._record(
-            EmbedRequest("openai", path, model, tuple(texts), dimensions, _redact(headers), True),
-            tokens,
-        )
-        return (
-            200,
-            {},
-            {
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-        )
+        return 200, {}, {"object": "list", "data": data, "model": model, "usage": usage}
+
+    def _openai_banked(
+        self, texts: list[str], length: int, model: str, usage: dict[str, int]
+    ) -> bytes:
+        items = [
+            b'{"object":"embedding","index":%d,"embedding":%s}'
+            % (index, self._banked_vector(text, length, normalize=False))
+            for index, text in reversed(list(enumerate(texts)))
+        ]
+        rest = json.dumps({"model": model, "usage": usage}).encode()
+        return b'{"object":"list","data":[' + b",".join(items) + b"]," + rest[1:]
+
+    def _banked_vector(self, text: str, length: int, *, normalize: bool) -> bytes:
+        """The encoded bank vector for ``text`` (module docstring, ``vector_bank``)."""
+        slot = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+        key = (length, normalize, slot % self.vector_bank)
+        encoded = self._bank.get(key)
+        if encoded is None:
+            seed_text = f"bank:{key[2]}"
+            vector = (
+                expected_vector(seed_text, length)
+                if normalize
+                else [v * _scale(seed_text) for v in _raw_vector(seed_text, length)]
+            )
+            encoded = self._bank.setdefault(key, json.dumps(vector).encode())
+        return encoded
 
 
 def _aws_error(status: int, error_type: str, message: str) -> tuple[int, dict[str, str], Any]:
@@ -522,7 +558,8 @@ def _make_handler(server: EmbeddingsServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, extra, payload)
 
         def _send(self, status: int, headers: Mapping[str, str], payload: Any) -> None:
-            data = json.dumps(payload).encode()
+            # A benchmark's banked answer arrives already encoded (``vector_bank``).
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

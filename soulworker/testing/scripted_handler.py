@@ -16,6 +16,8 @@ every job when it inserts it:
 ``hang``            sleep until stopped
 ``write-after-MS``  sleep MS ms, then write progress (to see a lost lease stop the writes)
 ``progress-N-MS``   N progress reports MS ms apart, no checkpoint, then succeed
+``park-N-MS``       park the job for MS ms, N times over (the parks so far in the checkpoint),
+                    then succeed; ``on_cancel`` records an ``on-cancel`` event
 ==================  ===========================================================================
 
 Every event is recorded in ``test_handler_runs`` through a connection of its own (not fenced), so
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from soulworker.errors import PermanentJobError, TransientJobError
 from soulworker.jobs.context import JobContext
+from soulworker.jobs.park import ParkJob
 from soulworker.settings import Settings
 
 RUNS_TABLE = """
@@ -84,6 +88,19 @@ class ScriptedHandler:
             for step in range(total):
                 await asyncio.sleep(step_ms / 1000)
                 await ctx.progress("parse", 100 * (step + 1) / total, "Working")
+        elif name == "park":
+            times, park_ms = (int(part) for part in rest.split("-"))
+            parks = int(ctx.checkpoint.get("parks", 0))
+            if ctx.resumed_from_park:
+                await self._record(ctx, f"resumed-{parks}")
+            if parks < times:
+                await ctx.progress("full_pass", 70, "Building deep memory")
+                await self._record(ctx, f"parking-{parks + 1}")
+                raise ParkJob(
+                    datetime.now(UTC) + timedelta(milliseconds=park_ms),
+                    f"test wait {parks + 1} of {times}",
+                    {"parks": parks + 1},
+                )
         elif name == "transient":
             raise TransientJobError("The storage service is busy.", code="test_transient")
         elif name == "permanent":
@@ -100,6 +117,10 @@ class ScriptedHandler:
             raise PermanentJobError(f"unknown test script {script!r}", code="test_unknown")
         await self._record(ctx, "end")
         return {"script": script, "pid": os.getpid()}
+
+    async def on_cancel(self, ctx: JobContext) -> None:
+        """The job is cancelled: record it, as a batch handler would cancel its batch."""
+        await self._record(ctx, f"on-cancel-{ctx.checkpoint.get('parks', 0)}")
 
     async def aclose(self) -> None:
         if self._conn is not None:

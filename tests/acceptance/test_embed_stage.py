@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from soulworker.embeddings.dimensions import PROBE_TEXT
-from soulworker.pipeline.embed_stage import PAGE_CHUNKS
+from soulworker.pipeline.embed_stage import page_chunks
 from soulworker.testing import embeddings_server as kit
 from soulworker.testing.embeddings_server import EmbeddingsServer, expected_vector
 from soulworker.testing.export_generator import GeneratorConfig, write_export
@@ -166,11 +167,10 @@ def test_a_rescued_job_embeds_at_most_one_page_again(
         h.upload(user, long_export)
         job_id = h.enqueue(user)
         env = bedrock_env(server, SOULWORKER_EMBED_CONCURRENCY="2")
+        page = page_chunks(texts_per_request=1, concurrency=2)  # Bedrock: one text per call
         first = h.worker(drain=False, **env).start()
         wait_for(
-            lambda: (
-                (h.job(job_id)["checkpoint"].get("embed") or {}).get("cursor", -1) >= PAGE_CHUNKS
-            ),
+            lambda: (h.job(job_id)["checkpoint"].get("embed") or {}).get("cursor", -1) >= page,
             timeout=60,
             what="a page or more embedded",
             context=first.output,
@@ -185,7 +185,7 @@ def test_a_rescued_job_embeds_at_most_one_page_again(
         count = assert_each_chunk_has_its_own_vector(vector_database_url, user)
         sent = chunk_texts_sent(server)
     assert job["result"]["embeddings"] == count
-    assert count <= len(sent) <= count + PAGE_CHUNKS, "at most one page embedded twice"
+    assert count <= len(sent) <= count + page, "at most one page embedded twice"
 
 
 def test_throttling_slows_the_stage_but_it_completes(
@@ -202,6 +202,32 @@ def test_throttling_slows_the_stage_but_it_completes(
         assert_each_chunk_has_its_own_vector(vector_database_url, user)
         == job["result"]["embeddings"]
     )
+
+
+def test_throttling_without_end_fails_only_at_the_time_limit_and_as_transient(
+    vector_database_url: str, embeddings: EmbeddingsServer, export: Path
+) -> None:
+    # An account whose quota never frees up: the stage keeps slowing down and retrying (never
+    # "embedding_throttled" on its own) until the attempt's time limit ends it, as a failure
+    # the queue would retry. One attempt here, so the job ends failed and can be inspected.
+    embeddings.script(kit.throttle(times=None))
+    with ImportHarness(vector_database_url) as h:
+        user = h.new_user()
+        h.upload(user, export)
+        job_id = h.enqueue(user, max_attempts=1)
+        started = time.monotonic()
+        worker = h.worker(
+            drain=True, SOULWORKER_JOB_TIMEOUT_SECONDS="6", **openai_env(embeddings)
+        ).start()
+        assert worker.wait(120) == 0, worker.output()[-3000:]
+        elapsed = time.monotonic() - started
+    job = h.job(job_id)
+    assert job["status"] == "failed"
+    assert "took longer than" in job["last_error"], job["last_error"]
+    codes = [error.get("code") for error in job["errors"]]
+    assert codes == ["time_limit"], job["errors"]
+    assert elapsed >= 6
+    assert len(embeddings.requests) > 3, "it went on asking"
 
 
 def test_a_refused_dimension_stops_the_daemon_at_start_with_the_fix(

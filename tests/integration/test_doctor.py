@@ -219,6 +219,8 @@ def test_a_healthy_setup_passes_every_check(
         assert entry["status"] in expected, entry
     assert run.check("database")["details"]["server_version_num"] >= 150000
     assert run.check("migrations")["details"]["applied"] == len(migration_files())
+    latest = migration_files()[-1][0].removesuffix(".sql")
+    assert run.check("migrations")["finding"].endswith(f"(latest {latest})")
     assert run.check("listen")["details"]["latency_ms"] < LISTEN_WAIT_SECONDS * 1000
     # The storage probe is the authenticated bucket request, sent the way a JWT must be.
     bucket_requests = [r for r in storage.requests if r.path == f"/storage/v1/bucket/{BUCKET}"]

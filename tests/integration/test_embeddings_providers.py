@@ -103,6 +103,27 @@ async def test_openai_batches_many_texts_per_request_and_normalizes(
     assert embedder.usage.texts == len(texts) + 3
 
 
+@pytest.mark.parametrize("provider", ["openai", "bedrock"])
+async def test_the_benchmark_vector_bank_answers_both_protocols_consistently(
+    provider: str,
+) -> None:
+    # The benchmarks' cheap answers must still be answers a client accepts: the right length,
+    # a unit vector after normalizing, the same text always the same vector.
+    texts = [f"bank text {i}" for i in range(40)]
+    with EmbeddingsServer(vector_bank=8, bedrock_dimensions=(768,)) as banked:
+        env = openai_env(banked) if provider == "openai" else bedrock_env(banked)
+        async with make(env, 768) as embedder:
+            vectors = await embedder.embed(texts)
+            again = await embedder.embed(texts[:5])
+        assert banked.tokens_billed > 0
+    assert len(vectors) == len(texts)
+    for vector in vectors:
+        assert len(vector) == 768
+        assert math.isclose(math.fsum(v * v for v in vector), 1.0, rel_tol=1e-9)
+    assert again == vectors[:5]
+    assert 1 < len({tuple(v) for v in vectors}) <= 8, "one of the bank's vectors per text"
+
+
 async def test_openai_falls_back_to_openai_api_key(server: EmbeddingsServer) -> None:
     env = openai_env(server, OPENAI_API_KEY=kit.FAKE_OPENAI_API_KEY)
     del env["SOULWORKER_EMBED_API_KEY"]
@@ -208,6 +229,16 @@ async def test_throttling_past_its_budget_is_a_transient_failure(server: Embeddi
             await embedder.embed(TEXTS[:1])
     assert not caught.value.permanent
     assert len(server.requests) > 2
+
+
+@pytest.mark.parametrize("limit", ["600", "7200"])
+def test_throttling_is_endured_for_as_long_as_the_jobs_time_limit(
+    server: EmbeddingsServer, limit: str
+) -> None:
+    # Only the job's time limit ends a throttled job, whatever that limit is set to.
+    env = openai_env(server, SOULWORKER_JOB_TIMEOUT_SECONDS=limit)
+    embedder = embedder_from_settings(Settings.from_env(env), dimensions=768, environ=env)
+    assert embedder.config.retry.throttle_budget_seconds == float(limit)
 
 
 @pytest.mark.parametrize("provider", ["bedrock", "openai"])

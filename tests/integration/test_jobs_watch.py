@@ -62,5 +62,5 @@ async def test_watch_prints_frames_until_sigint_and_exits_0(
     assert output.count(FRAME_HEADER) >= 2, "two frames before the interrupt"
     assert process.returncode == 0, errors
     assert "Traceback" not in errors
-    assert "queued 1 (due 1, set aside 0; oldest due waiting 2m" in output
+    assert "queued 1 (due 1, parked 0, set aside 0; oldest due waiting 2m" in output
     assert str(job_id) in output, "the job list is part of each frame"

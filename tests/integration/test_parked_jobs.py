@@ -16,6 +16,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
+from soulworker.errors import TransientJobError
 from soulworker.jobs import runner as runner_module
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
@@ -395,3 +396,50 @@ async def test_the_table_holds_an_operators_edit_of_a_parked_job_to_the_same_rul
             f"update import_jobs set {edit} where id = %s",
             (job_id,),
         )
+
+
+async def test_run_one_claims_its_parked_job_again_when_it_asked_to_resume(
+    conn: Conn, store: JobStore, fast: Settings
+) -> None:
+    """``soulworker import``'s worker (docs/queue.md, "One named job"): its job, set aside for
+    it, stays set aside while parked, and the same worker resumes it by id."""
+    job_id, _ = await insert_job(conn)
+    await conn.execute("update import_jobs set run_after = '9999-01-01' where id = %s", (job_id,))
+    other_workers: list[ClaimedJob | None] = []
+
+    async def park_briefly(ctx: JobContext) -> dict[str, Any]:
+        if ctx.resumed_from_park:
+            return {"done": True}
+        await ctx.save_checkpoint({"batch": "b"}, stage="full_pass", percent=70, label="x")
+        raise ParkJob(datetime.now(UTC) + timedelta(seconds=1), BATCH)
+
+    async def look_while_parked() -> None:
+        await asyncio.sleep(0.5)
+        other_workers.append(await store.claim("daemon"))
+
+    handler = ParkingHandler(park_briefly)
+    worker = Worker(fast, store, handler, "importer", listen=False)
+    await asyncio.wait_for(asyncio.gather(worker.run_one(job_id), look_while_parked()), 20)
+    row = await job_row(conn, job_id)
+    assert (row["status"], row["attempt"], row["lease_owner"]) == ("succeeded", 1, "importer")
+    assert [resumed for _, resumed, _ in handler.runs] == [False, True]
+    assert other_workers == [None], "no daemon took the set-aside job while it was parked"
+
+
+async def test_a_cancel_that_races_a_failing_attempt_still_runs_the_hook(
+    conn: Conn, store: JobStore, fast: Settings
+) -> None:
+    """The failure's statement records the cancel (it never loses one); the outside work the
+    checkpoint names is still stopped, although the job is no longer the worker's."""
+    job_id, _ = await insert_job(conn)
+
+    async def cancelled_then_fails(ctx: JobContext) -> dict[str, Any]:
+        await ctx.save_checkpoint({"batch": "b3"}, stage="full_pass", percent=70, label="x")
+        await conn.execute("select cancel_import_job(%s)", (ctx.job.id,))
+        raise TransientJobError("The batch service is busy.", code="busy")
+
+    handler = ParkingHandler(cancelled_then_fails)
+    await run_attempt(store, handler, fast)
+    assert handler.cancels == [(False, True, {"batch": "b3"})]
+    row = await job_row(conn, job_id)
+    assert (row["status"], [e["code"] for e in row["errors"]]) == ("cancelled", ["busy"])

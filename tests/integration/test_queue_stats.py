@@ -62,6 +62,14 @@ async def test_queue_stats_fields_from_a_known_state(conn: Conn) -> None:
     await insert_job(conn, "queued", run_after=10)
     await insert_job(conn, "queued", run_after=-60)
     await insert_job(conn, "queued", run_after=SET_ASIDE, created_at=86_400)
+    # Parked a week ago (as if) until an hour from now: waiting, neither due nor overdue.
+    user = uuid.uuid4()
+    await conn.execute(
+        "insert into import_jobs (user_id, storage_path, created_at, run_after, parked_at, "
+        "waiting_for) values (%s, %s, now() - interval '7 days', now() + interval '1 hour', "
+        "now() - interval '7 days', 'message batch b (processing)')",
+        (user, f"imports/{user}/x.zip"),
+    )
     # Running: one healthy, one whose worker stopped beating 90 s ago and whose lease ran out.
     await insert_job(conn, "running", heartbeat_at=5, lease_expires_at=-55, started_at=60)
     await insert_job(conn, "running", heartbeat_at=90, lease_expires_at=30, started_at=600)
@@ -77,9 +85,10 @@ async def test_queue_stats_fields_from_a_known_state(conn: Conn) -> None:
         name: stats.pop(name) for name in ("oldest_queued_seconds", "max_heartbeat_age_seconds")
     }
     assert stats == {
-        "queued": 4,
+        "queued": 5,
         "queued_due": 2,
         "set_aside": 1,
+        "parked": 1,
         "running": 2,
         "succeeded": 1,
         "failed": 2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from soulworker.jobs.backoff import JITTER
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.errors import CancelRequested, LeaseLost
 from soulworker.jobs.job import ClaimedJob
+from soulworker.jobs.park import ParkJob
 from soulworker.jobs.runner import WILL_BE_RETRIED, JobRun
 from soulworker.settings import Settings
 from soulworker.testing.memory_store import MemoryJobStore
@@ -401,3 +403,100 @@ async def test_a_job_past_its_last_attempt_fails_without_running(
 
 async def dict_result(ctx: JobContext) -> dict[str, Any]:
     return {}
+
+
+# --- parking (docs/queue.md, "Parking a job")
+
+
+class CancellingHandler(FunctionHandler):
+    """A handler with ``on_cancel``: records the checkpoint it was given."""
+
+    def __init__(self, work: Work) -> None:
+        super().__init__(work)
+        self.cancelled_with: list[dict[str, Any]] = []
+
+    async def on_cancel(self, ctx: JobContext) -> None:
+        self.cancelled_with.append(dict(ctx.checkpoint))
+
+
+def park_for_a_minute(store: MemoryJobStore) -> Work:
+    """Work that parks for a minute of the store's clock, then succeeds once resumed."""
+
+    async def work(ctx: JobContext) -> dict[str, Any]:
+        if ctx.resumed_from_park:
+            return {"resumed": True}
+        await ctx.progress("full_pass", 70, "Building deep memory")
+        raise ParkJob(store.clock.now + timedelta(minutes=1), "batch b1", {"batch": "b1"})
+
+    return work
+
+
+async def test_a_park_queues_the_job_until_its_time_with_its_attempt_given_back(
+    store: MemoryJobStore, settings: Settings
+) -> None:
+    job_id = store.insert()
+    await run_attempt(store, settings, park_for_a_minute(store))
+    row = store.row(job_id)
+    assert (row.status, row.attempt, row.lease_owner, row.errors) == ("queued", 0, None, [])
+    assert (row.stage, row.progress_percent, row.waiting_for) == ("full_pass", 70, "batch b1")
+    assert row.checkpoint == {"batch": "b1"} and row.parked_at == store.clock.now
+    assert await store.claim("w2") is None
+    store.clock.advance(61)
+    await run_attempt(store, settings, park_for_a_minute(store))
+    row = store.row(job_id)
+    assert (row.status, row.attempt, row.result) == ("succeeded", 1, {"resumed": True})
+
+
+async def test_a_park_under_a_soft_stop_is_still_a_park(
+    store: MemoryJobStore, settings: Settings
+) -> None:
+    """A worker shutting down lets its job park: waiting is what a release would do, and
+    better, since the job keeps its time."""
+    job_id = store.insert()
+    await run_attempt(store, settings, park_for_a_minute(store), release=True)
+    row = store.row(job_id)
+    assert (row.status, row.waiting_for) == ("queued", "batch b1")
+    assert row.run_after > store.clock.now
+
+
+async def test_a_park_after_a_cancel_was_noticed_is_a_cancel(
+    store: MemoryJobStore, settings: Settings
+) -> None:
+    job_id = store.insert()
+
+    async def cancelled_then_parks(ctx: JobContext) -> dict[str, Any]:
+        await ctx.save_checkpoint({"batch": "b1"}, stage="full_pass", percent=70, label="x")
+        store.request_cancel(ctx.job.id)
+        await asyncio.sleep(1)  # the heartbeat (every 50 ms) stops us before the park
+        raise ParkJob(store.clock.now, "batch b1")
+
+    job = await claim(store)
+    handler = CancellingHandler(cancelled_then_parks)
+    await asyncio.wait_for(JobRun(job, store, handler, settings).run(), timeout=5)
+    assert store.row(job_id).status == "cancelled"
+    assert handler.cancelled_with == [{"batch": "b1"}]
+
+
+async def test_a_cancel_while_parked_calls_on_cancel_instead_of_run(
+    store: MemoryJobStore, settings: Settings
+) -> None:
+    job_id = store.insert()
+    handler = CancellingHandler(park_for_a_minute(store))
+    job = await claim(store)
+    await asyncio.wait_for(JobRun(job, store, handler, settings).run(), timeout=5)
+    assert store.request_cancel(job_id) == "cancel_requested"
+    job = await claim(store)
+    await asyncio.wait_for(JobRun(job, store, handler, settings).run(), timeout=5)
+    assert handler.started == [job_id], "run is not called for the cancelled job"
+    assert handler.cancelled_with == [{"batch": "b1"}]
+    assert (store.row(job_id).status, store.row(job_id).attempt) == ("cancelled", 1)
+
+
+async def test_a_handler_without_on_cancel_is_cancelled_as_before(
+    store: MemoryJobStore, settings: Settings
+) -> None:
+    job_id = store.insert()
+    await run_attempt(store, settings, park_for_a_minute(store))
+    store.request_cancel(job_id)
+    _, handler = await run_attempt(store, settings, park_for_a_minute(store))
+    assert handler.started == [] and store.row(job_id).status == "cancelled"

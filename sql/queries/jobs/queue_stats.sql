@@ -3,14 +3,15 @@
 --
 -- Set-aside jobs (`soulworker import`, run_after in the year 9999: docs/queue.md, "One named job")
 -- are queued but not due: they are counted as set_aside and never as the oldest queued job.
--- Jobs waiting for a retry (run_after later than now) are queued but not yet due either.
--- There is no `parked` count: the schema has no parked state yet (import_jobs_status_valid in
--- sql/migrations/0001_import_jobs.sql); the batches work will add one, and its count here.
+-- Jobs waiting for a retry (run_after later than now) are queued but not yet due either, and
+-- so are parked jobs (docs/queue.md, "Parking a job"): queued until the time their handler asked
+-- for, counted as parked, never as overdue. A parked job whose time has come is due like any other.
 select
     count(*) filter (where status = 'queued') as queued,
     count(*) filter (where status = 'queued' and run_after <= now()) as queued_due,
     count(*) filter (where status = 'queued' and run_after >= timestamptz '9999-01-01')
         as set_aside,
+    count(*) filter (where status = 'queued' and parked_at is not null) as parked,
     count(*) filter (where status = 'running') as running,
     count(*) filter (where status = 'succeeded') as succeeded,
     count(*) filter (where status = 'failed') as failed,
