@@ -23,8 +23,13 @@ from typing import Any
 
 from soulworker.export.errors import EmptyExport
 from soulworker.export.reader import ExportLimits
+from soulworker.growing_file import DownloadAbandoned, DownloadRestarted
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
+from soulworker.pipeline.download_in_flight import (
+    DownloadInFlight,
+    download_result_patch,
+)
 from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import ParseCounts
@@ -35,7 +40,7 @@ from soulworker.pipeline.parse_pass import (
     ParseSummary,
 )
 from soulworker.pipeline.parse_thread import ParseChannel, start_parse_thread
-from soulworker.pipeline.stages import PARSE, StageProgress
+from soulworker.pipeline.stages import DOWNLOAD, PARSE, StageProgress
 from soulworker.sql_files import query
 from soulworker.tempfiles import remove_file
 
@@ -58,10 +63,33 @@ class ParseStage:
         return run.stage_done(PARSE.name)
 
     async def run(self, run: ImportRun) -> None:
+        flight = run.download
+        if flight is None:
+            await self._parse(run, None)
+            return
+        try:
+            while True:
+                try:
+                    await self._parse(run, flight)
+                    return
+                except DownloadRestarted:
+                    # The object changed under the download, which started over: this pass
+                    # and everything it wrote (rolled back with its transaction) go too.
+                    log.warning("the export changed while it was parsed; parsing it again")
+                except DownloadAbandoned:
+                    await flight.result()  # the download's own error is the job's
+                    raise
+        finally:
+            await flight.stop()
+            run.download = None
+
+    async def _parse(self, run: ImportRun, flight: DownloadInFlight | None) -> None:
+        """One pass over the export (following the download in flight, if any), committed."""
         started = time.monotonic()
         job = run.ctx.job
         progress = run.progress(PARSE)
-        await progress.begin()
+        if flight is None or not flight.downloading:
+            await progress.begin()
         settings = run.settings
         limits = ExportLimits(
             max_export_bytes=settings.max_export_bytes,
@@ -73,10 +101,14 @@ class ParseStage:
             async with ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id) as writer:
                 await writer.start()
                 parse = ParsePass(
-                    run.settings, run.export_path, limits=limits, job_started=run.job_started
+                    run.settings,
+                    run.export_path,
+                    limits=limits,
+                    job_started=run.job_started,
+                    growing=flight.growing if flight is not None else None,
                 )
                 copy_seconds = min(MAX_OPEN_SECONDS, settings.statement_timeout_seconds / 4)
-                summary = await self._write_rows(parse, writer, progress, copy_seconds)
+                summary = await self._write_rows(parse, writer, progress, copy_seconds, flight)
                 await writer.flush()
             # The reader is done with the export (and its helper has exited): free the disk now.
             await remove_file(run.export_path)
@@ -98,6 +130,16 @@ class ParseStage:
                 "persona_signals": summary.persona_counts,
             }
             run.result.update(result)
+            if flight is not None:
+                # The reader met the end of the export: the download has finished.
+                download = await flight.result()
+                assert flight.seconds is not None
+                run.carry(
+                    {
+                        **download_result_patch(download),
+                        **run.record_stage_seconds(DOWNLOAD.name, flight.seconds),
+                    }
+                )
             seconds = run.record_stage_seconds(PARSE.name, time.monotonic() - started)
             carried = run.take_carried_result()  # the download's (docs/pipeline.md)
             await tx.advance(
@@ -124,6 +166,7 @@ class ParseStage:
         writer: ChunkWriter,
         progress: StageProgress,
         copy_seconds: float,
+        flight: DownloadInFlight | None,
     ) -> ParseSummary:
         """Run the pass in its thread and store the rows it produces, in order; its summary."""
         channel: ParseChannel[ChunkRowChange, ParseSummary] = ParseChannel(
@@ -140,7 +183,9 @@ class ParseStage:
                 outputs.clear()
                 await writer.close_if_open_for(copy_seconds)
                 clock = time.monotonic()
-                if clock - last_report >= PROGRESS_EVERY_SECONDS:
+                # While the download runs, it reports (its own stage, by bytes).
+                due = clock - last_report >= PROGRESS_EVERY_SECONDS
+                if due and (flight is None or not flight.downloading):
                     await progress.report(parse.progress)
                     last_report = clock
             finished = True
