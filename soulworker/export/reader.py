@@ -362,18 +362,23 @@ class ExportReader:
         threshold = self.limits.scan_process_min_bytes
         if threshold is None or expected_bytes < threshold:
             return
-        if self.growing is not None and not self.growing.finished:
-            return  # the helper reads the file by itself: it cannot follow a download
+        # Still downloading: the helper follows the download too (``scan``, "Following a
+        # download"). A ZIP is only scanned once whole.
+        growing = self.growing if self.growing is not None and not self.growing.finished else None
         job = ScanJob(
             path=self.path,
             kind=kind.value,
             max_depth=self.limits.max_depth,
             max_key_bytes=self.limits.max_key_bytes,
             members=tuple(members or ()),
+            growing=growing is not None,
         )
         try:
             self._scan = ScanProcess(
-                job, interrupt=self.interrupt, stall_seconds=self.limits.helper_stall_seconds
+                job,
+                interrupt=self.interrupt,
+                stall_seconds=self.limits.helper_stall_seconds,
+                growing=growing,
             )
         except OSError:
             self._scan = None  # no helper: the in-process guard does the same job, slower

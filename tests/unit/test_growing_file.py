@@ -35,15 +35,16 @@ def complete_read(tmp_path: Path, data: bytes) -> list[dict[str, Any]]:
 class Downloading:
     """A file written piece by piece as a download writes it, and a reader thread on it."""
 
-    def __init__(self, path: Path, **reader_options: Any) -> None:
+    def __init__(self, path: Path, *, helper: bool = False, **reader_options: Any) -> None:
         self.path = path
         self.file = path.open("wb", buffering=0)
         self.growing = GrowingFile(path)
         self.written = 0
         self.items: queue.Queue[Any] = queue.Queue()
-        self.reader = ExportReader(
-            path, limits=ExportLimits(), growing=self.growing, **reader_options
-        )
+        # With ``helper``, the structure guard runs in the scan helper process, which follows
+        # the download too; without it, in-process.
+        limits = ExportLimits(scan_process_min_bytes=0 if helper else None)
+        self.reader = ExportReader(path, limits=limits, growing=self.growing, **reader_options)
         self.thread = threading.Thread(target=self._read, daemon=True)
 
     def _read(self) -> None:
@@ -72,13 +73,14 @@ class Downloading:
         return found
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
 @pytest.mark.parametrize("form", [ExportForm.JSON, ExportForm.GZIP])
 def test_conversations_come_before_the_download_ends_and_match_the_whole_file(
-    tmp_path: Path, form: ExportForm
+    tmp_path: Path, form: ExportForm, helper: bool
 ) -> None:
     data = generated(tmp_path, form)
     expected = complete_read(tmp_path, data)
-    follow = Downloading(tmp_path / "export")
+    follow = Downloading(tmp_path / "export", helper=helper)
     follow.growing.total_known(len(data))
     half = len(data) // 2
     follow.write(data[:half])
@@ -104,9 +106,11 @@ def test_a_zip_is_read_once_it_is_whole(tmp_path: Path) -> None:
     assert follow.rest() == expected
 
 
-def test_a_restart_stops_the_reader_of_the_old_object(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
+def test_a_restart_stops_the_reader_of_the_old_object(tmp_path: Path, helper: bool) -> None:
     data = generated(tmp_path, ExportForm.JSON)
-    follow = Downloading(tmp_path / "export")
+    follow = Downloading(tmp_path / "export", helper=helper)
+    follow.growing.total_known(len(data))
     follow.write(data[: len(data) // 2])
     follow.thread.start()
     follow.take(1)
@@ -116,9 +120,11 @@ def test_a_restart_stops_the_reader_of_the_old_object(tmp_path: Path) -> None:
     assert isinstance(item, DownloadRestarted)
 
 
-def test_a_failed_download_wakes_the_waiting_reader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
+def test_a_failed_download_wakes_the_waiting_reader(tmp_path: Path, helper: bool) -> None:
     data = generated(tmp_path, ExportForm.GZIP)
-    follow = Downloading(tmp_path / "export")
+    follow = Downloading(tmp_path / "export", helper=helper)
+    follow.growing.total_known(len(data))
     follow.write(data[: len(data) // 3])
     follow.thread.start()
     follow.take(1)
