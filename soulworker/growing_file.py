@@ -109,6 +109,10 @@ class GrowingFile:
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
     def open(
         self, interrupt: Callable[[], None] | None = None, *, generation: int | None = None
     ) -> GrowingReader:

@@ -23,7 +23,7 @@ from typing import Any
 
 from soulworker.export.errors import EmptyExport
 from soulworker.export.reader import ExportLimits
-from soulworker.growing_file import DownloadAbandoned, DownloadRestarted
+from soulworker.growing_file import DownloadAbandoned
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
 from soulworker.pipeline.download_in_flight import (
@@ -67,17 +67,26 @@ class ParseStage:
         if flight is None:
             await self._parse(run, None)
             return
+        growing = flight.growing
         try:
             while True:
+                generation = growing.generation
                 try:
                     await self._parse(run, flight)
                     return
-                except DownloadRestarted:
-                    # The object changed under the download, which started over: this pass
-                    # and everything it wrote (rolled back with its transaction) go too.
-                    log.warning("the export changed while it was parsed; parsing it again")
-                except DownloadAbandoned:
-                    await flight.result()  # the download's own error is the job's
+                except Exception as error:
+                    # Whatever the parse met, the download's state decides what it means: bytes
+                    # of an object that changed (the download started over) mean nothing, so
+                    # this pass and everything it wrote (rolled back with its transaction) go,
+                    # and the parse starts again; a failed download's own error is the job's.
+                    if growing.generation != generation:
+                        log.warning(
+                            "the export changed while it was parsed; parsing it again",
+                            parse_error=type(error).__name__,
+                        )
+                        continue
+                    if growing.abandoned or isinstance(error, DownloadAbandoned):
+                        await flight.result()
                     raise
         finally:
             await flight.stop()
