@@ -19,6 +19,12 @@ ijson with an "overflow"; the stream is then read again from its start with exac
 turned into strings of their digits (``export_numbers``), the items already yielded are passed
 over, and reading goes on. Such a stream parses at ~30 MB/s instead of ~140.
 
+A file still being downloaded (``growing``, a ``growing_file.GrowingFile``): every read waits for
+bytes the download has not written yet, and the end of the file is only met once the download
+is finished; a restart or a failure of the download raises from the next read. A ZIP is read once
+it is whole (its central directory is at its end; docs/pipeline.md, "Parsing while the export
+downloads").
+
 Nothing the reader yields is final until it is exhausted: a ZIP member's CRC is only checked at
 its end, so the caller commits nothing before the iterator stops without raising.
 
@@ -327,8 +333,9 @@ class ExportReader:
     def _conversations(self) -> Generator[dict[str, Any], None, None]:
         backend = _backend()
         with self._open_file() as raw:
-            self.input_bytes_total = self._progress_total = self._input_size(raw)
             head = _read_up_to(raw, SNIFF_BYTES)
+            # After the first bytes: a download has said its size by the time it writes any.
+            self.input_bytes_total = self._progress_total = self._input_size(raw)
             kind = sniff(head)
             if kind is None:
                 _refuse_unknown(head, raw)  # returns only for JSON after long leading whitespace

@@ -33,6 +33,16 @@ holds the refused byte, so the parser's guarantee is the one it has without rela
 through the daemon on a 100 MB ZIP export (6 interleaved pairs): the job took 2.03 s with
 relaying against 2.59 s without.
 
+Following a download (``ScanJob.growing``; docs/pipeline.md, "Parsing while the export
+downloads"): the file is still being written, so the helper must not read past what the download
+has made durable, and it cannot wait on the parent's condition. The parent keeps the helper's
+stdin open after the job line and a small thread (``ScanProcess._forward``) sends it ``<size,
+finished>`` records as the download publishes; the helper reads no further than the last size
+and reports every read as ``SAFE`` before it waits for the next record, so the parser, which
+reads up to the newest bytes, never waits on the helper for bytes it could not have seen. When
+the download restarts, fails or the reader closes, the parent closes the helper's stdin: the
+helper ends as it does when its parent goes away. ZIP exports are only scanned once whole.
+
 The helper starts in ~30 ms; until it has got ahead, the parser's chunks are checked in-process
 (``RemoteGuard``), so start-up costs little. If the helper cannot be started, the reader uses
 the in-process guard throughout; if it dies after taking over, the job fails with a transient

@@ -147,6 +147,43 @@ async def artifact_of(conn: Conn, job_id: uuid.UUID) -> Any:
     return None if row is None else row["content"]
 
 
+PROGRESS_LOG = """
+create table test_progress_log (
+    id bigserial primary key, job uuid not null, stage text, percent integer
+);
+create function test_log_progress() returns trigger language plpgsql as $$
+begin
+    insert into test_progress_log (job, stage, percent)
+    values (new.id, new.stage, new.progress_percent);
+    return new;
+end $$;
+create trigger test_log_progress after update on import_jobs for each row
+    when (old.progress_percent is distinct from new.progress_percent
+          or old.stage is distinct from new.stage)
+    execute function test_log_progress();
+"""
+
+
+async def progress_writes(conn: Conn, job_id: uuid.UUID) -> list[tuple[str, int]]:
+    cur = await conn.execute(
+        "select stage, percent from test_progress_log where job = %s order by id", (job_id,)
+    )
+    return [(row["stage"], row["percent"]) for row in await cur.fetchall()]
+
+
+def check_progress(writes: list[tuple[str, int]]) -> None:
+    """Never back, each stage in its range, the download by bytes before the parse."""
+    percents = [percent for _, percent in writes]
+    assert percents == sorted(percents), writes
+    stages = [stage for i, (stage, _) in enumerate(writes) if i == 0 or writes[i - 1][0] != stage]
+    assert stages == ["download", "parse"], writes
+    ranges = {"download": (0, 20), "parse": (20, 35)}
+    for stage, percent in writes:
+        low, high = ranges[stage]
+        assert low <= percent <= high, writes
+    assert len({p for stage, p in writes if stage == "download" and 0 < p < 20}) >= 3, writes
+
+
 def same_result(run: ImportRun) -> dict[str, Any]:
     return {key: run.result.get(key) for key in SAME_RESULT_KEYS}
 
@@ -187,6 +224,7 @@ async def test_following_the_download_gives_exactly_the_sequential_result(
 async def test_a_dropped_connection_resumes_under_the_parse(
     conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
 ) -> None:
+    await conn.execute(PROGRESS_LOG)
     path = export(tmp_path, ExportForm.JSON)
     sequential, first = await import_through_storage(
         conn, store, settings, storage, tmp_path, path, follow=False
@@ -209,11 +247,13 @@ async def test_a_dropped_connection_resumes_under_the_parse(
     assert following.result["download"]["restarts"] == 0
     assert same_result(following) == same_result(sequential)
     assert await chunk_rows(conn, second.id) == await chunk_rows(conn, first.id)
+    check_progress(await progress_writes(conn, second.id))
 
 
 async def test_a_changed_object_restarts_download_and_parse_and_gives_the_new_export(
     conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
 ) -> None:
+    await conn.execute(PROGRESS_LOG)
     old = export(tmp_path, ExportForm.JSON, seed=1)
     new = export(tmp_path, ExportForm.JSON, seed=2)
     expected_run, expected_job = await import_through_storage(
@@ -238,6 +278,8 @@ async def test_a_changed_object_restarts_download_and_parse_and_gives_the_new_ex
     rows = await chunk_rows(conn, job.id)
     assert rows == await chunk_rows(conn, expected_job.id), "only the new object's chunks"
     assert await artifact_of(conn, job.id) == await artifact_of(conn, expected_job.id)
+    # The download started over from 0 bytes; what the job showed never went back.
+    check_progress(await progress_writes(conn, job.id))
 
 
 async def test_a_download_failing_mid_parse_leaves_nothing_visible(

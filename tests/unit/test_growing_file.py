@@ -43,7 +43,7 @@ class Downloading:
         self.items: queue.Queue[Any] = queue.Queue()
         # With ``helper``, the structure guard runs in the scan helper process, which follows
         # the download too; without it, in-process.
-        limits = ExportLimits(scan_process_min_bytes=0 if helper else None)
+        limits = ExportLimits(scan_process_min_bytes=1 if helper else None)
         self.reader = ExportReader(path, limits=limits, growing=self.growing, **reader_options)
         self.thread = threading.Thread(target=self._read, daemon=True)
 
@@ -81,12 +81,14 @@ def test_conversations_come_before_the_download_ends_and_match_the_whole_file(
     data = generated(tmp_path, form)
     expected = complete_read(tmp_path, data)
     follow = Downloading(tmp_path / "export", helper=helper)
+    follow.thread.start()  # before the download said anything: the reader waits
+    # A download learns the object's size from its response, before it writes a byte.
     follow.growing.total_known(len(data))
     half = len(data) // 2
     follow.write(data[:half])
-    follow.thread.start()
     first = follow.take(3)  # yielded while half of the file is still to come
     assert not follow.growing.finished
+    assert (follow.reader._scan is not None) is helper, "the helper follows the download"
     assert 0 < follow.reader.progress < 0.6, "progress is a share of the declared size"
     follow.write(data[half:])
     follow.growing.finish(len(data))
