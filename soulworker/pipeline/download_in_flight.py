@@ -26,6 +26,10 @@ from soulworker.pipeline.stages import StageProgress
 from soulworker.storage.download import DownloadResult
 
 
+class DownloadStopped(Exception):
+    """The parse stopped the download it no longer needs (raised inside the download)."""
+
+
 @dataclass
 class DownloadInFlight:
     """The running fetch of this attempt's export and what the parse needs to follow it."""
@@ -38,6 +42,7 @@ class DownloadInFlight:
     bytes_total: int | None = None
     reported: float = 0.0  # the download's share shown so far (never lowered)
     seconds: float | None = None  # set when the download has finished
+    stopping: bool = False  # ``stop`` was called
 
     @property
     def fraction(self) -> float:
@@ -53,7 +58,10 @@ class DownloadInFlight:
         return self.seconds is None
 
     async def progress(self, done: int, total: int | None) -> None:
-        """The download's progress callback (by bytes; held on a restart, never lowered)."""
+        """The download's progress callback (by bytes; held on a restart, never lowered).
+        Raises ``DownloadStopped`` once ``stop`` was called (see there)."""
+        if self.stopping:
+            raise DownloadStopped()
         self.bytes_done, self.bytes_total = done, total
         if total:
             self.reported = max(self.reported, done / total)
@@ -70,6 +78,11 @@ class DownloadInFlight:
         task = self.task
         if task is None:
             return
+        # Cancelling is the way to stop it, and the download's next progress report stops it
+        # too: a cancel that lands in a progress write can be lost on the way (observed once a
+        # parse failed fast: the download then ran to its end), a raise from the callback
+        # cannot (download_export lets its exceptions through at once, never retried).
+        self.stopping = True
         if not task.done():
             task.cancel()
         with contextlib.suppress(BaseException):

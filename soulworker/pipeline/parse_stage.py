@@ -18,6 +18,7 @@ never read it, and a large export should not hold the disk through minutes of mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -87,6 +88,13 @@ class ParseStage:
                         continue
                     if growing.abandoned or isinstance(error, DownloadAbandoned):
                         await flight.result()
+                    if flight.downloading:
+                        # The parse's own failure (not an export, a hostile upload), met before
+                        # the download ended: the download is stopped, and the job's stage
+                        # moves on so that its error history names the parse.
+                        await flight.stop()
+                        with contextlib.suppress(Exception):  # the parse's error is the job's
+                            await run.progress(PARSE).begin()
                     raise
         finally:
             await flight.stop()

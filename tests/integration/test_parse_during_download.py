@@ -20,6 +20,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from soulworker import db
+from soulworker.export.errors import ExportError
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.job import ClaimedJob
 from soulworker.jobs.store import JobStore
@@ -181,7 +182,6 @@ def check_progress(writes: list[tuple[str, int]]) -> None:
     for stage, percent in writes:
         low, high = ranges[stage]
         assert low <= percent <= high, writes
-    assert len({p for stage, p in writes if stage == "download" and 0 < p < 20}) >= 3, writes
 
 
 def same_result(run: ImportRun) -> dict[str, Any]:
@@ -247,7 +247,9 @@ async def test_a_dropped_connection_resumes_under_the_parse(
     assert following.result["download"]["restarts"] == 0
     assert same_result(following) == same_result(sequential)
     assert await chunk_rows(conn, second.id) == await chunk_rows(conn, first.id)
-    check_progress(await progress_writes(conn, second.id))
+    writes = await progress_writes(conn, second.id)
+    check_progress(writes)
+    assert any(stage == "download" and 0 < p < 20 for stage, p in writes), "by bytes"
 
 
 async def test_a_changed_object_restarts_download_and_parse_and_gives_the_new_export(
@@ -300,3 +302,24 @@ async def test_a_download_failing_mid_parse_leaves_nothing_visible(
     assert await chunk_rows(conn, row["id"]) == [], "rows sent before the failure rolled back"
     assert await artifact_of(conn, row["id"]) is None
     assert not any(tmp_path.glob("*.export.seen")), "the parse's scratch files are gone"
+
+
+async def test_an_upload_that_is_no_export_fails_before_its_download_ends(
+    conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
+) -> None:
+    await conn.execute(PROGRESS_LOG)
+    upload = tmp_path / "not-an-export.txt"
+    upload.write_bytes(b"Dear diary, " * 1_000_000)  # 12 MB of text: 1.5 s at the test's rate
+    with pytest.raises(ExportError) as caught:
+        await import_through_storage(conn, store, settings, storage, tmp_path, upload, follow=True)
+    assert caught.value.code == "not_an_export"
+    assert storage.wait_idle()
+    [request] = storage.requests
+    assert request.bytes_sent < upload.stat().st_size // 2, "the download was stopped early"
+    cur = await conn.execute("select id, stage, checkpoint from import_jobs")
+    [row] = await cur.fetchall()
+    # The failure is the parse's: the job's stage says so (its error history records it).
+    assert row["stage"] == "parse"
+    assert await chunk_rows(conn, row["id"]) == []
+    writes = await progress_writes(conn, row["id"])
+    assert [percent for _, percent in writes] == sorted(percent for _, percent in writes)
