@@ -95,19 +95,21 @@ def conversation_type() -> Any:
 def slices(data: bytes) -> list[tuple[int, int]]:
     """Byte ranges of the top-level array's items (found once, untimed)."""
     text = data.decode("utf-8")
-    if len(text) != len(data):
-        raise SystemExit("this measurement needs an ASCII export (offsets in characters)")
     decoder = json.JSONDecoder()
     ranges: list[tuple[int, int]] = []
     position = text.index("[") + 1
+    byte_position = len(text[:position].encode("utf-8"))
     while True:
+        start = position
         while text[position] in " \t\r\n,":
             position += 1
+        byte_position += position - start  # whitespace and commas are ASCII
         if text[position] == "]":
             return ranges
         _, end = decoder.raw_decode(text, position)
-        ranges.append((position, end))
-        position = end
+        byte_end = byte_position + len(text[position:end].encode("utf-8"))
+        ranges.append((byte_position, byte_end))
+        position, byte_position = end, byte_end
 
 
 def timed(work: Callable[[], int]) -> tuple[float, int]:

@@ -43,6 +43,7 @@ class DownloadInFlight:
     reported: float = 0.0  # the download's share shown so far (never lowered)
     seconds: float | None = None  # set when the download has finished
     stopping: bool = False  # ``stop`` was called
+    parsed: float = 0.0  # the share of the export the parse has read, as it last looked
 
     @property
     def fraction(self) -> float:

@@ -88,13 +88,13 @@ class ParseStage:
                         continue
                     if growing.abandoned or isinstance(error, DownloadAbandoned):
                         await flight.result()
-                    if flight.downloading:
-                        # The parse's own failure (not an export, a hostile upload), met before
-                        # the download ended: the download is stopped, and the job's stage
-                        # moves on so that its error history names the parse.
-                        await flight.stop()
-                        with contextlib.suppress(Exception):  # the parse's error is the job's
-                            await run.progress(PARSE).begin()
+                    # The parse's own failure (not an export, a hostile upload, a truncated
+                    # file), maybe before the download ended: the download is stopped, and the
+                    # job's stage moves on to the parse (if the parse had not reported yet) so
+                    # that the error history names it.
+                    await flight.stop()
+                    with contextlib.suppress(Exception):  # the parse's error is the job's
+                        await run.progress(PARSE).report(flight.parsed)
                     raise
         finally:
             await flight.stop()
@@ -201,6 +201,8 @@ class ParseStage:
                 await writer.close_if_open_for(copy_seconds)
                 clock = time.monotonic()
                 # While the download runs, it reports (its own stage, by bytes).
+                if flight is not None:
+                    flight.parsed = parse.progress
                 due = clock - last_report >= PROGRESS_EVERY_SECONDS
                 if due and (flight is None or not flight.downloading):
                     await progress.report(parse.progress)

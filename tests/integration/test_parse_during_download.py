@@ -323,3 +323,19 @@ async def test_an_upload_that_is_no_export_fails_before_its_download_ends(
     assert await chunk_rows(conn, row["id"]) == []
     writes = await progress_writes(conn, row["id"])
     assert [percent for _, percent in writes] == sorted(percent for _, percent in writes)
+
+
+async def test_a_truncated_export_fails_as_the_parse_s_once_the_download_is_done(
+    conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
+) -> None:
+    data = export(tmp_path, ExportForm.JSON).read_bytes()
+    damaged = tmp_path / "damaged.json"
+    damaged.write_bytes(data[: len(data) - 40])  # the last conversation is cut off
+    with pytest.raises(ExportError) as caught:
+        await import_through_storage(conn, store, settings, storage, tmp_path, damaged, follow=True)
+    assert caught.value.code == "export_truncated"
+    cur = await conn.execute("select id, stage, checkpoint from import_jobs")
+    [row] = await cur.fetchall()
+    assert row["stage"] == "parse", "the error history will name the parse"
+    assert "parse" not in row["checkpoint"]
+    assert await chunk_rows(conn, row["id"]) == []
