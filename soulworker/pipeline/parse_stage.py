@@ -11,6 +11,12 @@ the stage done, so:
 * the chat never sees an empty or a doubled chunk set;
 * a killed or rescued parse leaves nothing behind, and its retry cannot duplicate a chunk.
 
+While the download still runs (``SOULWORKER_PARSE_DURING_DOWNLOAD``, ``download_in_flight``), the
+pass reads the file as it grows and waits for the bytes not yet written; the download's own
+outcome decides what a failed pass means: a changed object (the download started over) rolls the
+pass back and parses again, a failed download's error is the job's, and the parse's own error
+stops the download (docs/pipeline.md, "Parsing while the export downloads").
+
 The export's temp file is removed as soon as the reader is done with it: the later stages
 never read it, and a large export should not hold the disk through minutes of model calls.
 """
