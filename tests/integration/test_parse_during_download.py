@@ -78,7 +78,7 @@ def storage() -> Iterator[StorageServer]:
 
 def export(tmp_path: Path, form: ExportForm, *, seed: int = 1, size: int = 2_000_000) -> Path:
     suffix = {ExportForm.GZIP: ".json.gz", ExportForm.JSON: ".json"}.get(form, ".zip")
-    path = tmp_path / f"export-{form.value}-{seed}{suffix}"
+    path = tmp_path / f"export-{form.value}-{seed}-{size}{suffix}"
     if not path.exists():
         write_export(path, GeneratorConfig(seed=seed, target_bytes=size, form=form))
     return path
@@ -252,12 +252,20 @@ async def test_a_dropped_connection_resumes_under_the_parse(
     assert any(stage == "download" and 0 < p < 20 for stage, p in writes), "by bytes"
 
 
+# From 16 MB of JSON on, the structure guard runs in the scan helper, which follows the download
+# too: a restart must end it and start a new one with the new pass.
+@pytest.mark.parametrize("size", [2_000_000, 20_000_000], ids=["guard-in-process", "scan-helper"])
 async def test_a_changed_object_restarts_download_and_parse_and_gives_the_new_export(
-    conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
+    conn: Conn,
+    store: JobStore,
+    settings: Settings,
+    storage: StorageServer,
+    tmp_path: Path,
+    size: int,
 ) -> None:
     await conn.execute(PROGRESS_LOG)
-    old = export(tmp_path, ExportForm.JSON, seed=1)
-    new = export(tmp_path, ExportForm.JSON, seed=2)
+    old = export(tmp_path, ExportForm.JSON, seed=1, size=size)
+    new = export(tmp_path, ExportForm.JSON, seed=2, size=size)
     expected_run, expected_job = await import_through_storage(
         conn, store, settings, storage, tmp_path, new, follow=False
     )
