@@ -80,9 +80,12 @@ class DownloadInFlight:
         if task is None:
             return
         # Cancelling is the way to stop it, and the download's next progress report stops it
-        # too: a cancel that lands in a progress write can be lost on the way (observed once a
-        # parse failed fast: the download then ran to its end), a raise from the callback
-        # cannot (download_export lets its exceptions through at once, never retried).
+        # too, because a cancel can be lost: when a parse fails, its transaction hands its
+        # connection back to the pool, the pool hands it to the download's progress write that
+        # was waiting for one, and the cancel arriving in that same step is swallowed by
+        # psycopg_pool's wait (asyncio.wait_for on Python 3.11, CPython gh-86296); the download
+        # then ran to its end. A raise from the callback cannot be lost (download_export lets
+        # its exceptions through at once, never retried).
         self.stopping = True
         if not task.done():
             task.cancel()
