@@ -492,6 +492,13 @@ class Settings:
         "thought for its output.",
         _choice("default", "low", "medium", "high", "xhigh", "max"), group="model",
     )
+    parse_during_download: bool = _knob(
+        "SOULWORKER_PARSE_DURING_DOWNLOAD", True,
+        "Parse the export while it downloads (JSON and gzip; a ZIP is read once whole): the "
+        "soulprint comes sooner by up to the download's time. Off: download, then parse, as "
+        "before (kept to compare both).",
+        _bool, default_text="on", group="pipeline",
+    )
     artifact_retention_days: int = _knob(
         "SOULWORKER_ARTIFACT_RETENTION_DAYS", 30,
         "Days the working data of a failed or cancelled import (its conversation sample and "

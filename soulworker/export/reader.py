@@ -19,6 +19,12 @@ ijson with an "overflow"; the stream is then read again from its start with exac
 turned into strings of their digits (``export_numbers``), the items already yielded are passed
 over, and reading goes on. Such a stream parses at ~30 MB/s instead of ~140.
 
+A file still being downloaded (``growing``, a ``growing_file.GrowingFile``): every read waits for
+bytes the download has not written yet, and the end of the file is only met once the download
+is finished; a restart or a failure of the download raises from the next read. A ZIP is read once
+it is whole (its central directory is at its end; docs/pipeline.md, "Parsing while the export
+downloads").
+
 Nothing the reader yields is final until it is exhausted: a ZIP member's CRC is only checked at
 its end, so the caller commits nothing before the iterator stops without raising.
 
@@ -112,6 +118,7 @@ from soulworker.export.zip_members import (
     find_conversation_members,
     keep_only,
 )
+from soulworker.growing_file import GrowingFile, GrowingReader
 from soulworker.settings import SettingsError
 
 FAST_BACKEND = "yajl2_c"
@@ -236,7 +243,7 @@ class _Spec:
 class _GzipBody:
     """A gzip file's decompressed body that also closes the file under it."""
 
-    def __init__(self, file: io.BufferedReader) -> None:
+    def __init__(self, file: io.BufferedReader | GrowingReader) -> None:
         self.file = file
         self.body = gzip.GzipFile(fileobj=file, mode="rb")
 
@@ -267,8 +274,13 @@ class ExportReader:
         *,
         limits: ExportLimits | None = None,
         interrupt: Callable[[], None] | None = None,
+        growing: GrowingFile | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        # A file still being downloaded (``growing_file``): every read of it waits for the bytes
+        # the download has not written yet. None: the file is complete.
+        self.growing = growing
+        self._generation = growing.generation if growing is not None else 0
         self.limits = limits or ExportLimits()
         # Called before every read of the export (each READ_SIZE bytes at most, whatever the
         # bytes hold); raising there stops the iteration, closing files and the helper.
@@ -292,9 +304,12 @@ class ExportReader:
         """Fraction of the input consumed, 0..1 (1 once iteration has finished)."""
         if self._done:
             return 1.0
-        if self._progress_total <= 0:
+        total = self._progress_total
+        if total <= 0 and self.growing is not None:
+            total = self.growing.total or 0  # still downloading: the size the object declared
+        if total <= 0:
             return 0.0
-        return min(1.0, self.input_bytes_read / self._progress_total)
+        return min(1.0, self.input_bytes_read / total)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._iterator is not None:
@@ -317,9 +332,10 @@ class ExportReader:
 
     def _conversations(self) -> Generator[dict[str, Any], None, None]:
         backend = _backend()
-        with open(self.path, "rb") as raw:
-            self.input_bytes_total = self._progress_total = os.fstat(raw.fileno()).st_size
-            head = raw.read(SNIFF_BYTES)
+        with self._open_file() as raw:
+            head = _read_up_to(raw, SNIFF_BYTES)
+            # After the first bytes: a download has said its size by the time it writes any.
+            self.input_bytes_total = self._progress_total = self._input_size(raw)
             kind = sniff(head)
             if kind is None:
                 _refuse_unknown(head, raw)  # returns only for JSON after long leading whitespace
@@ -328,7 +344,7 @@ class ExportReader:
             raw.seek(0)
             try:
                 if kind is ExportKind.ZIP:
-                    yield from self._read_zip(backend, raw)
+                    yield from self._read_whole_zip(backend, raw)
                 elif kind is ExportKind.GZIP:
                     self._start_scan(kind, self.input_bytes_total * GZIP_EXPANSION_ESTIMATE)
                     yield from self._read_gzip(backend, raw)
@@ -353,16 +369,23 @@ class ExportReader:
         threshold = self.limits.scan_process_min_bytes
         if threshold is None or expected_bytes < threshold:
             return
+        # Still downloading: the helper follows the download too (``scan``, "Following a
+        # download"). A ZIP is only scanned once whole.
+        growing = self.growing if self.growing is not None and not self.growing.finished else None
         job = ScanJob(
             path=self.path,
             kind=kind.value,
             max_depth=self.limits.max_depth,
             max_key_bytes=self.limits.max_key_bytes,
             members=tuple(members or ()),
+            growing=growing is not None,
         )
         try:
             self._scan = ScanProcess(
-                job, interrupt=self.interrupt, stall_seconds=self.limits.helper_stall_seconds
+                job,
+                interrupt=self.interrupt,
+                stall_seconds=self.limits.helper_stall_seconds,
+                growing=growing,
             )
         except OSError:
             self._scan = None  # no helper: the in-process guard does the same job, slower
@@ -372,14 +395,41 @@ class ExportReader:
             return self._scan.guard(index)
         return StructureGuard(self.limits.max_depth, self.limits.max_key_bytes)
 
-    def _open_file(self) -> io.BufferedReader:
+    def _open_file(self) -> io.BufferedReader | GrowingReader:
+        if self.growing is not None:
+            return self.growing.open(self.interrupt, generation=self._generation)
         return open(self.path, "rb")
+
+    def _input_size(self, raw: io.BufferedReader | GrowingReader) -> int:
+        """The export file's size: final, or while downloading the size the object declared
+        (0 when it declared none: progress then shows once the download is done)."""
+        if self.growing is not None:
+            return self.growing.total or 0
+        return os.fstat(raw.fileno()).st_size
+
+    def _read_whole_zip(
+        self, backend: Any, raw: io.BufferedReader | GrowingReader
+    ) -> Iterator[dict[str, Any]]:
+        """A ZIP's central directory is at its end, and the archive is read through it (every
+        hostile-upload check starts there): a ZIP still downloading is read once it is whole
+        (docs/pipeline.md, "Parsing while the export downloads", says which layouts could
+        stream and why they do not yet)."""
+        if self.growing is None:
+            assert isinstance(raw, io.BufferedReader)
+            yield from self._read_zip(backend, raw)
+            return
+        self.growing.wait_finished(self._generation, self.interrupt)
+        with open(self.path, "rb") as whole:
+            self.input_bytes_total = self._progress_total = os.fstat(whole.fileno()).st_size
+            yield from self._read_zip(backend, whole)
 
     def _reopen_file(self) -> _Opened:
         file = self._open_file()
         return _Opened(file, file.tell)
 
-    def _read_gzip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
+    def _read_gzip(
+        self, backend: Any, raw: io.BufferedReader | GrowingReader
+    ) -> Iterator[dict[str, Any]]:
         def open_body() -> ByteSource:
             return _GzipBody(self._open_file())
 
@@ -579,7 +629,19 @@ def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
         raise CorruptArchive(member=name) from error
 
 
-def _refuse_unknown(head: bytes, raw: io.BufferedReader) -> None:
+def _read_up_to(raw: io.BufferedReader | GrowingReader, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end of the file (a growing file's read returns what
+    has arrived so far)."""
+    data = raw.read(size)
+    while len(data) < size:
+        more = raw.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _refuse_unknown(head: bytes, raw: io.BufferedReader | GrowingReader) -> None:
     """Raises the right error for a file that is none of ZIP, gzip, JSON."""
     body = head[len(UTF8_BOM) :] if head.startswith(UTF8_BOM) else head
     if not body.strip(JSON_WHITESPACE):

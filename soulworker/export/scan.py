@@ -33,6 +33,16 @@ holds the refused byte, so the parser's guarantee is the one it has without rela
 through the daemon on a 100 MB ZIP export (6 interleaved pairs): the job took 2.03 s with
 relaying against 2.59 s without.
 
+Following a download (``ScanJob.growing``; docs/pipeline.md, "Parsing while the export
+downloads"): the file is still being written, so the helper must not read past what the download
+has made durable, and it cannot wait on the parent's condition. The parent keeps the helper's
+stdin open after the job line and a small thread (``ScanProcess._forward``) sends it ``<size,
+finished>`` records as the download publishes; the helper reads no further than the last size
+and reports every read as ``SAFE`` before it waits for the next record, so the parser, which
+reads up to the newest bytes, never waits on the helper for bytes it could not have seen. When
+the download restarts, fails or the reader closes, the parent closes the helper's stdin: the
+helper ends as it does when its parent goes away. ZIP exports are only scanned once whole.
+
 The helper starts in ~30 ms; until it has got ahead, the parser's chunks are checked in-process
 (``RemoteGuard``), so start-up costs little. If the helper cannot be started, the reader uses
 the in-process guard throughout; if it dies after taking over, the job fails with a transient
@@ -50,21 +60,26 @@ import contextlib
 import os
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import IO, BinaryIO, Literal, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal, NamedTuple, Protocol, cast
 
 from soulworker.errors import TransientJobError
 from soulworker.export.guard import Refusal, StructureGuard, depth_refusal, key_refusal
 from soulworker.export.sniff import UTF8_BOM
+
+if TYPE_CHECKING:
+    from soulworker.growing_file import GrowingFile
 
 # The helper imports as little as it can (zipfile and gzip only when it needs them, nothing
 # for subprocesses or JSON): its start-up time is time the parser spends guarding in-process.
 
 SAFE, END, REFUSED_DEPTH, REFUSED_KEY, SOURCE_ERROR, DATA = range(6)
 _RECORD = struct.Struct("<IIQ")
+_GROWTH = struct.Struct("<QB")  # following a download: bytes in the file, whether that is all
 
 RELAYED_KINDS = frozenset({"zip"})
 """Export kinds whose bytes the helper relays to the parser (see "Relaying"). A gzip body would
@@ -117,18 +132,20 @@ class ScanJob(NamedTuple):
     max_depth: int
     max_key_bytes: int
     members: tuple[int, ...] = ()
+    growing: bool = False  # the file is still being downloaded: see "Following a download"
 
     def encode(self) -> bytes:
         """One line for the helper's stdin (NUL-separated: a path cannot contain NUL)."""
         fields = [self.path, self.kind, str(self.max_depth), str(self.max_key_bytes)]
         fields.append(",".join(str(member) for member in self.members))
+        fields.append("1" if self.growing else "0")
         return "\0".join(fields).encode("utf-8") + b"\n"
 
     @classmethod
     def decode(cls, line: bytes) -> ScanJob:
-        path, kind, depth, key, members = line.rstrip(b"\n").decode("utf-8").split("\0")
+        path, kind, depth, key, members, growing = line.rstrip(b"\n").decode("utf-8").split("\0")
         indexes = tuple(int(member) for member in members.split(",") if member)
-        return cls(path, kind, int(depth), int(key), indexes)
+        return cls(path, kind, int(depth), int(key), indexes, growing == "1")
 
 
 class ByteSource(Protocol):
@@ -140,8 +157,56 @@ class ByteSource(Protocol):
     def close(self) -> None: ...
 
 
-def run_scan(job: ScanJob, out: BinaryIO) -> None:
-    """The helper's work: guard every stream of ``job`` and report to ``out``."""
+class _FollowedFile:
+    """The export file while the parent's download still writes it (the helper's side of
+    "Following a download"): reads stop at the size the parent last sent on ``control``, and
+    wait for its next record past it. The parent closing ``control`` before the download is
+    finished (a restart, a failure, a stop) ends the helper like a parent gone away."""
+
+    def __init__(self, path: str, control: BinaryIO) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._control = control
+        self._available = 0
+        self._finished = False
+        self._position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        while self._position >= self._available and not self._finished:
+            record = self._control.read(_GROWTH.size)
+            if len(record) < _GROWTH.size:
+                raise BrokenPipeError("the parent stopped following the download")
+            self._available, finished = _GROWTH.unpack(record)
+            self._finished = bool(finished)
+        count = self._available - self._position
+        if count <= 0:
+            return b""
+        if size >= 0:
+            count = min(count, size)
+        data = self._file.read(count)
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def run_scan(job: ScanJob, out: BinaryIO, control: BinaryIO | None = None) -> None:
+    """The helper's work: guard every stream of ``job`` and report to ``out``; for a file still
+    being downloaded, the sizes written so far come on ``control`` (the helper's stdin)."""
+    if job.growing:
+        assert control is not None
+        if job.kind == "gzip":
+            import gzip  # here, not at the top: only gzip jobs pay for it
+
+            def open_body() -> ByteSource:
+                followed = cast(IO[bytes], _FollowedFile(job.path, control))
+                body: ByteSource = gzip.GzipFile(fileobj=followed, mode="rb")
+                return body
+
+            _scan_stream(job, 0, open_body, out)
+        else:
+            _scan_stream(job, 0, partial(_FollowedFile, job.path, control), out)
+        return
     with open(job.path, "rb") as raw:
         if job.kind == "zip":
             import zipfile  # here, not at the top: only ZIP jobs pay for it
@@ -199,7 +264,9 @@ def _scan_stream(job: ScanJob, index: int, opener: Callable[[], ByteSource], out
                 if relay:
                     _send(out, index, SAFE, fed, flush=False)
                     _send_data(out, index, read)
-                elif fed - reported >= REPORT_BYTES:
+                elif fed - reported >= REPORT_BYTES or job.growing:
+                    # Following a download, the parser reads up to the newest bytes: each read
+                    # is reported before the helper waits for more.
                     _send(out, index, SAFE, fed)
                     reported = fed
         finally:
@@ -229,7 +296,7 @@ def main() -> None:  # pragma: no cover - exercised through a real subprocess in
     """Entry point of the helper process (``python -m soulworker.export.scan``)."""
     job = ScanJob.decode(sys.stdin.buffer.readline())
     try:
-        run_scan(job, sys.stdout.buffer)
+        run_scan(job, sys.stdout.buffer, sys.stdin.buffer)
     except BrokenPipeError:
         os._exit(0)  # the reader is gone; nothing to report to
     except Exception:  # the parent sees the pipe close and copes
@@ -250,6 +317,7 @@ class ScanProcess:
         *,
         interrupt: Callable[[], None] | None = None,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        growing: GrowingFile | None = None,
     ) -> None:
         import subprocess  # here, not at the top: the helper itself never needs it
 
@@ -269,12 +337,22 @@ class ScanProcess:
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         self._stdout = self._process.stdout
+        self._closing = False
+        self._forwarder: threading.Thread | None = None
         try:
             self._process.stdin.write(job.encode())
-            self._process.stdin.close()
+            if growing is None:
+                self._process.stdin.close()
+            else:
+                self._process.stdin.flush()
         except OSError:  # it died at once: reap it; the caller guards in-process instead
             self.close()
             raise
+        if growing is not None:
+            self._forwarder = threading.Thread(
+                target=self._forward, args=(growing,), name="soulworker-scan-follow", daemon=True
+            )
+            self._forwarder.start()
         _widen_pipe(self._stdout)
         os.set_blocking(self._stdout.fileno(), False)  # reads wait in _wait_readable
         self._relayed: dict[int, deque[bytes]] = {}
@@ -410,12 +488,46 @@ class ScanProcess:
                     self._process.kill()
                 raise helper_stalled()
 
+    def _forward(self, growing: GrowingFile) -> None:
+        """Following a download: sends the helper each new size of the file, then the final
+        one. Ends (closing the helper's stdin, which ends the helper) when the download
+        finishes, restarts or fails, or the helper is closed; it runs in a thread of its own so
+        that the helper never waits on the parser."""
+        from soulworker.growing_file import DownloadAbandoned, DownloadRestarted
+
+        stdin = self._process.stdin
+        assert stdin is not None
+        generation = growing.generation
+        sent = 0
+
+        def closing() -> None:
+            if self._closing:
+                raise DownloadAbandoned()
+
+        try:
+            while True:
+                available = growing.wait_available(sent, generation, closing)
+                finished = growing.finished and sent + available == growing.published
+                sent += available
+                stdin.write(_GROWTH.pack(sent, finished))
+                stdin.flush()
+                if finished:
+                    break
+        except (DownloadAbandoned, DownloadRestarted, OSError):
+            pass  # the parser meets the same restart or failure itself
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
     def close(self) -> None:
         """Stops the helper if it still runs and reaps it."""
+        self._closing = True
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
         self._stdout.close()
+        if self._forwarder is not None:
+            self._forwarder.join()
 
 
 class RemoteGuard:

@@ -8,14 +8,26 @@ stage still to run reads it (``ImportRun.export_needed``, which the pipeline set
 parse's own doneness). So a resumed job that has not finished the parse downloads again, and one
 that has skips both stages. Its result is committed with the parse's checkpoint
 (``ImportRun.carry``).
+
+With ``SOULWORKER_PARSE_DURING_DOWNLOAD=on`` (the default) the fetch runs on as a task of its own
+once this stage has started it, and the parse stage reads the file while it grows
+(``download_in_flight``; docs/pipeline.md, "Parsing while the export downloads"): the parse then
+reports the progress of both and commits the download's result with its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from soulworker.growing_file import GrowingFile
+from soulworker.pipeline.download_in_flight import (
+    DownloadInFlight,
+    download_result_patch,
+    fetch_following,
+)
 from soulworker.pipeline.import_run import ImportRun
-from soulworker.pipeline.stages import DOWNLOAD
+from soulworker.pipeline.stages import DOWNLOAD, StageProgress
 from soulworker.storage.download import DEFAULT_RETRY_POLICY, RetryPolicy
 
 
@@ -36,6 +48,9 @@ class DownloadStage:
         # job's error history (not under no stage at all).
         progress = run.progress(DOWNLOAD)
         await progress.begin()
+        if run.settings.parse_during_download:
+            self._start_following(run, progress)
+            return
 
         async def report(done: int, total: int | None) -> None:
             if total:
@@ -52,13 +67,23 @@ class DownloadStage:
         run.downloaded = True
         run.carry(
             {
-                "export_bytes": download.bytes_written,
-                "download": {
-                    "attempts": download.attempts,
-                    "resumes": download.resumes,
-                    "restarts": download.restarts,
-                    "mib_per_second": round(download.mib_per_second, 1),
-                },
+                **download_result_patch(download),
                 **run.record_stage_seconds(DOWNLOAD.name, time.monotonic() - started),
             }
         )
+
+    def _start_following(self, run: ImportRun, progress: StageProgress) -> None:
+        """Start the fetch as a task the parse follows (``run.download``); the parse stage
+        collects its result, and the pipeline stops it if the attempt ends first."""
+        flight = DownloadInFlight(GrowingFile(run.export_path), progress)
+        fetch = run.export_source.fetch(
+            run.ctx.job,
+            run.export_path,
+            settings=run.settings,
+            progress=flight.progress,
+            retry=self.retry,
+            observer=flight.growing,
+        )
+        flight.task = asyncio.create_task(fetch_following(flight, fetch), name="download")
+        run.download = flight
+        run.downloaded = True

@@ -25,6 +25,7 @@ import httpx2
 from soulworker.jobs.job import ClaimedJob
 from soulworker.settings import Settings
 from soulworker.storage.download import (
+    DownloadObserver,
     DownloadResult,
     ProgressCallback,
     RetryPolicy,
@@ -44,9 +45,12 @@ class ExportSource(Protocol):
         settings: Settings,
         progress: ProgressCallback,
         retry: RetryPolicy,
+        observer: DownloadObserver | None = None,
     ) -> DownloadResult:
         """Write ``job``'s export to ``destination``, reporting ``progress``; job errors
-        (``soulworker.storage.errors``) when it cannot. ``retry`` paces a source's own retries."""
+        (``soulworker.storage.errors``) when it cannot. ``retry`` paces a source's own retries.
+        ``observer`` follows the bytes as they reach the file (a parse reading the file while
+        it grows, docs/pipeline.md "Parsing while the export downloads")."""
         ...
 
 
@@ -69,6 +73,7 @@ class StorageExportSource:
         settings: Settings,
         progress: ProgressCallback,
         retry: RetryPolicy,
+        observer: DownloadObserver | None = None,
     ) -> DownloadResult:
         path = parse_storage_path(
             job.storage_path,
@@ -84,6 +89,7 @@ class StorageExportSource:
             progress=progress,
             client=self.http,
             retry=retry,
+            observer=observer,
         )
 
 
@@ -101,7 +107,12 @@ class LocalFileExportSource:
         settings: Settings,
         progress: ProgressCallback,
         retry: RetryPolicy,
+        observer: DownloadObserver | None = None,
     ) -> DownloadResult:
         return await copy_export(
-            self.file, destination, max_bytes=settings.max_export_bytes, progress=progress
+            self.file,
+            destination,
+            max_bytes=settings.max_export_bytes,
+            progress=progress,
+            observer=observer,
         )

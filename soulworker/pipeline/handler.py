@@ -139,6 +139,8 @@ class ImportPipeline:
                 await keep_usage_of_unfinished_attempt(run)
                 raise
             finally:
+                if run.download is not None:  # a download the parse never got to follow
+                    await run.download.stop()
                 # Off the loop (a multi-GB unlink takes a while); job_file removes it if this
                 # is cut short.
                 await remove_file(export_path)

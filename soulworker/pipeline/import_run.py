@@ -20,6 +20,7 @@ from soulworker.jobs.context import JobContext
 from soulworker.jobs.store import Connection, JobStore
 from soulworker.llm.client import ModelClient
 from soulworker.llm.usage import UsageLedger
+from soulworker.pipeline.download_in_flight import DownloadInFlight
 from soulworker.pipeline.export_source import ExportSource
 from soulworker.pipeline.handoffs import (
     PARSE_OUTPUT_ARTIFACT,
@@ -49,6 +50,9 @@ class ImportRun:
     # Whether a stage still to run in this attempt reads the export file (the parse); set by the
     # pipeline from the reading stage's own doneness. No export is fetched that nothing reads.
     export_needed: bool = True
+    # The download the parse follows while it still runs (SOULWORKER_PARSE_DURING_DOWNLOAD):
+    # started by the download stage, finished under the parse stage (``download_in_flight``).
+    download: DownloadInFlight | None = None
     # Result keys of a stage without a checkpoint entry (the download), committed with the
     # next stage's checkpoint (see ``carry``).
     _carried: dict[str, Any] = field(default_factory=dict, init=False, repr=False)

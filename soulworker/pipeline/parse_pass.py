@@ -23,6 +23,7 @@ from soulworker.conversations.conversation import Chunk, ChunkTier, Conversation
 from soulworker.conversations.duplicates import DuplicateResolver, SeenConversation, Verdict
 from soulworker.conversations.linearize import BadConversation, linearize
 from soulworker.export.reader import ExportLimits, ExportReader
+from soulworker.growing_file import GrowingFile
 from soulworker.llm.models import sample_hard_cap_chars
 from soulworker.pipeline.handoffs import ParseOutput
 from soulworker.pipeline.parse_counts import ParseCounts
@@ -77,8 +78,10 @@ class ParsePass:
         *,
         limits: ExportLimits,
         job_started: datetime,
+        growing: GrowingFile | None = None,
     ) -> None:
         self.export_path = export_path
+        self.growing = growing  # the export while it still downloads (``growing_file``)
         self.limits = limits
         self.max_message_bytes = settings.max_message_bytes
         self.tier = ChunkTier(settings.chunk_tier)
@@ -112,7 +115,10 @@ class ParsePass:
             # Before each read of the export: stop if told to, and wait while the rows already
             # produced are not written, so no more of the export is in memory than that.
             with ExportReader(
-                self.export_path, limits=self.limits, interrupt=channel.wait_for_room
+                self.export_path,
+                limits=self.limits,
+                interrupt=channel.wait_for_room,
+                growing=self.growing,
             ) as reader:
                 self._reader = reader
                 for raw in reader:

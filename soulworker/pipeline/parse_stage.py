@@ -11,6 +11,12 @@ the stage done, so:
 * the chat never sees an empty or a doubled chunk set;
 * a killed or rescued parse leaves nothing behind, and its retry cannot duplicate a chunk.
 
+While the download still runs (``SOULWORKER_PARSE_DURING_DOWNLOAD``, ``download_in_flight``), the
+pass reads the file as it grows and waits for the bytes not yet written; the download's own
+outcome decides what a failed pass means: a changed object (the download started over) rolls the
+pass back and parses again, a failed download's error is the job's, and the parse's own error
+stops the download (docs/pipeline.md, "Parsing while the export downloads").
+
 The export's temp file is removed as soon as the reader is done with it: the later stages
 never read it, and a large export should not hold the disk through minutes of model calls.
 """
@@ -18,13 +24,19 @@ never read it, and a large export should not hold the disk through minutes of mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 from soulworker.export.errors import EmptyExport
 from soulworker.export.reader import ExportLimits
+from soulworker.growing_file import DownloadAbandoned
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
+from soulworker.pipeline.download_in_flight import (
+    DownloadInFlight,
+    download_result_patch,
+)
 from soulworker.pipeline.handoffs import PARSE_OUTPUT_ARTIFACT
 from soulworker.pipeline.import_run import ImportRun
 from soulworker.pipeline.parse_counts import ParseCounts
@@ -35,7 +47,7 @@ from soulworker.pipeline.parse_pass import (
     ParseSummary,
 )
 from soulworker.pipeline.parse_thread import ParseChannel, start_parse_thread
-from soulworker.pipeline.stages import PARSE, StageProgress
+from soulworker.pipeline.stages import DOWNLOAD, PARSE, StageProgress
 from soulworker.sql_files import query
 from soulworker.tempfiles import remove_file
 
@@ -58,10 +70,49 @@ class ParseStage:
         return run.stage_done(PARSE.name)
 
     async def run(self, run: ImportRun) -> None:
+        flight = run.download
+        if flight is None:
+            await self._parse(run, None)
+            return
+        growing = flight.growing
+        try:
+            while True:
+                generation = growing.generation
+                try:
+                    await self._parse(run, flight)
+                    return
+                except Exception as error:
+                    # Whatever the parse met, the download's state decides what it means: bytes
+                    # of an object that changed (the download started over) mean nothing, so
+                    # this pass and everything it wrote (rolled back with its transaction) go,
+                    # and the parse starts again; a failed download's own error is the job's.
+                    if growing.generation != generation:
+                        log.warning(
+                            "the export changed while it was parsed; parsing it again",
+                            parse_error=type(error).__name__,
+                        )
+                        continue
+                    if growing.abandoned or isinstance(error, DownloadAbandoned):
+                        await flight.result()
+                    # The parse's own failure (not an export, a hostile upload, a truncated
+                    # file), maybe before the download ended: the download is stopped, and the
+                    # job's stage moves on to the parse (if the parse had not reported yet) so
+                    # that the error history names it.
+                    await flight.stop()
+                    with contextlib.suppress(Exception):  # the parse's error is the job's
+                        await run.progress(PARSE).report(flight.parsed)
+                    raise
+        finally:
+            await flight.stop()
+            run.download = None
+
+    async def _parse(self, run: ImportRun, flight: DownloadInFlight | None) -> None:
+        """One pass over the export (following the download in flight, if any), committed."""
         started = time.monotonic()
         job = run.ctx.job
         progress = run.progress(PARSE)
-        await progress.begin()
+        if flight is None or not flight.downloading:
+            await progress.begin()
         settings = run.settings
         limits = ExportLimits(
             max_export_bytes=settings.max_export_bytes,
@@ -73,10 +124,14 @@ class ParseStage:
             async with ChunkWriter(tx.conn, job_id=job.id, user_id=job.user_id) as writer:
                 await writer.start()
                 parse = ParsePass(
-                    run.settings, run.export_path, limits=limits, job_started=run.job_started
+                    run.settings,
+                    run.export_path,
+                    limits=limits,
+                    job_started=run.job_started,
+                    growing=flight.growing if flight is not None else None,
                 )
                 copy_seconds = min(MAX_OPEN_SECONDS, settings.statement_timeout_seconds / 4)
-                summary = await self._write_rows(parse, writer, progress, copy_seconds)
+                summary = await self._write_rows(parse, writer, progress, copy_seconds, flight)
                 await writer.flush()
             # The reader is done with the export (and its helper has exited): free the disk now.
             await remove_file(run.export_path)
@@ -98,6 +153,16 @@ class ParseStage:
                 "persona_signals": summary.persona_counts,
             }
             run.result.update(result)
+            if flight is not None:
+                # The reader met the end of the export: the download has finished.
+                download = await flight.result()
+                assert flight.seconds is not None
+                run.carry(
+                    {
+                        **download_result_patch(download),
+                        **run.record_stage_seconds(DOWNLOAD.name, flight.seconds),
+                    }
+                )
             seconds = run.record_stage_seconds(PARSE.name, time.monotonic() - started)
             carried = run.take_carried_result()  # the download's (docs/pipeline.md)
             await tx.advance(
@@ -124,6 +189,7 @@ class ParseStage:
         writer: ChunkWriter,
         progress: StageProgress,
         copy_seconds: float,
+        flight: DownloadInFlight | None,
     ) -> ParseSummary:
         """Run the pass in its thread and store the rows it produces, in order; its summary."""
         channel: ParseChannel[ChunkRowChange, ParseSummary] = ParseChannel(
@@ -140,7 +206,11 @@ class ParseStage:
                 outputs.clear()
                 await writer.close_if_open_for(copy_seconds)
                 clock = time.monotonic()
-                if clock - last_report >= PROGRESS_EVERY_SECONDS:
+                # While the download runs, it reports (its own stage, by bytes).
+                if flight is not None:
+                    flight.parsed = parse.progress
+                due = clock - last_report >= PROGRESS_EVERY_SECONDS
+                if due and (flight is None or not flight.downloading):
                     await progress.report(parse.progress)
                     last_report = clock
             finished = True

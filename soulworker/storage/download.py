@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx2
@@ -108,6 +108,21 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 """``await progress(bytes_done, total_or_None)``; ``bytes_done`` drops to 0 on a restart."""
+
+
+class DownloadObserver(Protocol):
+    """Follows what reaches the file, for a reader that parses while the download runs
+    (``soulworker.growing_file.GrowingFile``). Called on the event loop; must not block."""
+
+    def total_known(self, total: int | None) -> None:
+        """The object's declared size, once a response says it."""
+
+    def written(self, size: int) -> None:
+        """The file now holds ``size`` bytes, all written (a resume only ever adds)."""
+
+    def restarted(self) -> None:
+        """The file is about to be truncated: the object changed and the download starts over."""
+
 
 KeyKind = Literal["secret", "jwt", "opaque"]
 
@@ -239,6 +254,7 @@ async def download_export(
     client: httpx2.AsyncClient | None = None,
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     disk_reserve_bytes: int = DISK_RESERVE_BYTES,
+    observer: DownloadObserver | None = None,
 ) -> DownloadResult:
     """Download ``path`` into ``destination`` (created 0600 or truncated; never a symlink).
 
@@ -248,6 +264,8 @@ async def download_export(
     retried. ``client`` lets the caller share a connection pool; without one a client is
     made and closed here. ``retry`` bounds and paces retries (tests pass a fast one).
     ``disk_reserve_bytes`` is the free space that must remain once the export is written.
+    ``observer`` is told each time bytes reach the file, the declared size, and a restart
+    (before the file is truncated), so a parse can follow the download.
 
     Raises ``ExportNotFound``, ``StorageBucketNotFound``, ``StorageAuthFailed``,
     ``ExportTooLarge`` or ``StorageError`` (all permanent) as Storage's answer demands,
@@ -262,7 +280,7 @@ async def download_export(
     own_client = client is None
     http = client or httpx2.AsyncClient(timeout=config.timeout, follow_redirects=False)
     try:
-        async with _FileSink(destination) as sink:
+        async with _FileSink(destination, observer) as sink:
             run = _Download(
                 config=config,
                 path=path,
@@ -511,6 +529,7 @@ class _Download:
             state.last_modified = headers.get("last-modified")
             state.content_type = headers.get("content-type")
             state.total = total
+            self._sink.total_known(total)
         if total is not None and total > self._max_bytes:
             raise _too_large(self._max_bytes, total)
         if total is not None:
@@ -590,8 +609,9 @@ class _FileSink:
     go back on a restart: they measure progress for the retry policy.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, observer: DownloadObserver | None = None) -> None:
         self.path = path
+        self._observer = observer
         self._file: IO[bytes] | None = None
         self._pending = bytearray()
         self._in_flight: asyncio.Future[None] | None = None
@@ -643,6 +663,10 @@ class _FileSink:
         """Drop everything received so far: the file is truncated to zero."""
         await self._wait_for_write()
         self._pending.clear()
+        if self._observer is not None:
+            # Before the truncation: a reader that raced it sees the new generation after its
+            # read and throws that read away (``growing_file``).
+            self._observer.restarted()
         await asyncio.to_thread(self._truncate)
         self.written = 0
 
@@ -664,7 +688,13 @@ class _FileSink:
         self.written += size
         self.written_ever += size
         self.last_write_at = time.monotonic()
+        if self._observer is not None:
+            self._observer.written(self.written)
         return True
+
+    def total_known(self, total: int | None) -> None:
+        if self._observer is not None:
+            self._observer.total_known(total)
 
     def _write_all(self, data: bytearray) -> None:
         assert self._file is not None

@@ -22,6 +22,7 @@ from typing import BinaryIO
 from soulworker.storage.download import (
     DISK_RESERVE_BYTES,
     WRITE_BATCH_BYTES,
+    DownloadObserver,
     DownloadResult,
     ProgressCallback,
     _FileSink,
@@ -38,6 +39,7 @@ async def copy_export(
     max_bytes: int,
     progress: ProgressCallback | None = None,
     disk_reserve_bytes: int = DISK_RESERVE_BYTES,
+    observer: DownloadObserver | None = None,
 ) -> DownloadResult:
     """Copy ``source`` into ``destination`` (created 0600 or truncated; never a symlink).
 
@@ -45,7 +47,8 @@ async def copy_export(
     as for a download. Raises ``ExportTooLarge`` when the file is (or grows) over
     ``max_bytes``, ``ExportNotFound`` when it cannot be opened, ``WorkerDiskFull`` /
     ``WorkerDiskTooSmall`` as the download does. On failure ``destination`` may hold a partial
-    file; removing it is the caller's job (``ProcessWorkspace.job_file`` does).
+    file; removing it is the caller's job (``ProcessWorkspace.job_file`` does). ``observer``
+    follows the copy as it follows a download (a parse may read the file as it grows).
     """
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
@@ -62,7 +65,8 @@ async def copy_export(
             if total > max_bytes:
                 raise _too_large(max_bytes, total)
             check_disk_space(destination.parent, total, disk_reserve_bytes)
-            async with _FileSink(destination) as sink:
+            async with _FileSink(destination, observer) as sink:
+                sink.total_known(total)
                 if progress is not None:
                     await progress(0, total)
                 while chunk := await asyncio.to_thread(handle.read, WRITE_BATCH_BYTES):

@@ -35,6 +35,10 @@ so the next request sees a new ETag), ``Stall`` (N bytes, then silence), ``SlowB
 ``IgnoreRange`` (answer 200 to a range request), ``IgnoreIfRange`` (serve the range even
 for a stale validator) and ``Chunked`` (no Content-Length, optionally cut short).
 
+``throttle(bytes_per_second)`` paces every object body (each response on its own) to that rate,
+as a real link from Storage to a worker does (tens of MB/s, not loopback's GB/s); faults apply
+on top of it.
+
 Every request is recorded (``requests``) with its headers; key material is replaced by
 ``<redacted:…>`` so a failing assertion never prints a key.
 """
@@ -51,6 +55,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +87,9 @@ OBJECT_PREFIX = "/storage/v1/object/"
 BUCKET_PREFIX = "/storage/v1/bucket/"
 SENDFILE_PIECE_BYTES = 64 * 1024
 """Bytes per write when a fault paces the body (stalls, slow bodies, chunked encoding)."""
+
+THROTTLE_PIECE_BYTES = 256 * 1024
+"""Bytes per write of a throttled body: small enough that the pace is smooth at tens of MB/s."""
 
 _BROWSER_UA = re.compile(r"Mozilla/|Chrome/|Safari/|Firefox/")
 
@@ -262,6 +270,7 @@ class StorageServer:
         self._requests: list[RecordedRequest] = []
         self._generation = 0
         self._stopping = threading.Event()
+        self._bytes_per_second: float | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="fake-storage-"))
         self._http: LoopbackServer | None = None
 
@@ -350,6 +359,13 @@ class StorageServer:
     def etag(self, bucket: str, name: str) -> str:
         with self._lock:
             return self._buckets[bucket][name].etag
+
+    def throttle(self, bytes_per_second: float | None) -> None:
+        """Pace each object body to ``bytes_per_second`` (``None``: as fast as loopback goes)."""
+        if bytes_per_second is not None and bytes_per_second <= 0:
+            raise ValueError("bytes_per_second must be positive")
+        with self._lock:
+            self._bytes_per_second = bytes_per_second
 
     # faults and records
 
@@ -699,8 +715,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._sendfile(record, body, start, length)
 
     def _sendfile(self, record: RecordedRequest, body: BinaryIO, offset: int, count: int) -> None:
-        if count > 0:
-            record.bytes_sent += self.connection.sendfile(body, offset, count)
+        rate = self.storage._bytes_per_second
+        if rate is None:
+            if count > 0:
+                record.bytes_sent += self.connection.sendfile(body, offset, count)
+            return
+        started = time.monotonic()
+        sent = 0
+        while sent < count and not self.storage._stopping.is_set():
+            piece = min(THROTTLE_PIECE_BYTES, count - sent)
+            done = self.connection.sendfile(body, offset + sent, piece)
+            if not done:
+                return  # the file is shorter than it was (replaced): as sendfile does
+            sent += done
+            record.bytes_sent += done
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                self.storage._stopping.wait(ahead)
 
     def _hang_up(self) -> None:
         self.close_connection = True
