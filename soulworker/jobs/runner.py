@@ -80,6 +80,13 @@ class TimeLimitExceeded(JobControl):
     """The attempt ran past SOULWORKER_JOB_TIMEOUT_SECONDS."""
 
 
+RECANCEL_SECONDS = 1.0
+"""How often a hard stop cancels the handler again while it has not ended. Python 3.11's
+``asyncio.wait_for`` loses a cancel that arrives as the awaited thing completes (fixed in 3.12),
+and libraries use it where a handler waits, psycopg_pool's ``getconn`` among them: such a handler
+would go on to its next checkpoint. A second is short next to a lease, long next to a lost race."""
+
+
 class JobRun:
     """One attempt of one job in this process."""
 
@@ -94,6 +101,7 @@ class JobRun:
             job, store, progress_interval_seconds=settings.progress_interval_seconds
         )
         self._handler_task: asyncio.Task[dict[str, Any]] | None = None
+        self._recancel: asyncio.Future[None] | None = None
         # Where this attempt parked the job, once recorded (``Worker.run_one`` resumes it then).
         self.parked: Parked | None = None
 
@@ -105,8 +113,19 @@ class JobRun:
         """Hard stop: cancel the handler now; ``reason`` decides what is recorded."""
         if self.ctx.stop_reason is None:
             self.ctx.stop_reason = reason
-        if self._handler_task is not None and not self._handler_task.done():
-            self._handler_task.cancel()
+        task = self._handler_task
+        if task is not None and not task.done():
+            task.cancel()
+            if self._recancel is None:
+                self._recancel = asyncio.ensure_future(self._cancel_until_done(task))
+
+    async def _cancel_until_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
+        """Cancel ``task`` again every ``RECANCEL_SECONDS`` until it has ended (a lost cancel)."""
+        while not task.done():
+            await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+            if not task.done():
+                log.warning("the handler has not stopped yet; cancelling it again")
+                task.cancel()
 
     async def run(self) -> None:
         job = self.job
@@ -192,6 +211,9 @@ class JobRun:
         finally:
             lease_task.cancel()
             await asyncio.gather(lease_task, return_exceptions=True)
+            if self._recancel is not None:
+                self._recancel.cancel()
+                await asyncio.gather(self._recancel, return_exceptions=True)
         task = self._handler_task
         if task.done() and not task.cancelled() and task.exception() is None:
             # The work finished: a cancel or a lost lease noticed after it changes nothing (the

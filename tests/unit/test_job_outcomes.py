@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from soulworker.errors import PermanentJobError, TransientJobError
+from soulworker.jobs import runner as runner_module
 from soulworker.jobs.backoff import JITTER
 from soulworker.jobs.context import JobContext
 from soulworker.jobs.errors import CancelRequested, LeaseLost
@@ -259,6 +260,38 @@ async def test_a_cancel_stops_the_handler_and_cancels_the_job(
     assert handler.ended[job_id] == "CancelledError"
     assert (row.status, row.last_error) == ("cancelled", "Import cancelled.")
     assert row.finished_at is not None
+
+
+async def test_a_cancel_the_handler_loses_is_sent_again_until_it_stops(
+    store: MemoryJobStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's asyncio.wait_for (inside psycopg_pool's getconn, for one) can swallow a
+    # cancel that arrives as the awaited thing completes; the handler then carries on. Such a
+    # handler is imitated by one that catches the first cancel and goes back to waiting.
+    monkeypatch.setattr(runner_module, "RECANCEL_SECONDS", 0.05)
+    job_id = store.insert()
+    running = asyncio.Event()
+    swallowed = 0
+
+    async def work(ctx: JobContext) -> dict[str, Any]:
+        nonlocal swallowed
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed += 1
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+        return {}
+
+    attempt = asyncio.create_task(run_attempt(store, settings, work))
+    await asyncio.wait_for(running.wait(), timeout=5)
+    assert store.request_cancel(job_id) == "cancel_requested"
+    _, handler = await attempt
+    row = store.row(job_id)
+    assert swallowed == 1
+    assert handler.ended[job_id] == "CancelledError"
+    assert (row.status, row.last_error) == ("cancelled", "Import cancelled.")
 
 
 async def test_a_stop_noticed_after_the_handler_returned_is_still_a_success(
