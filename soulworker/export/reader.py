@@ -123,7 +123,12 @@ from soulworker.export.zip_members import (
     keep_only,
     member_key,
 )
-from soulworker.export.zip_stream import LocalEntry, LocalHeaderWalker, NeedsWholeFile
+from soulworker.export.zip_stream import (
+    LocalEntry,
+    LocalHeaderWalker,
+    MemberData,
+    NeedsWholeFile,
+)
 from soulworker.growing_file import GrowingFile, GrowingReader
 from soulworker.settings import SettingsError
 
@@ -158,6 +163,10 @@ break-even ~10 MB: below it the helper's start-up costs more than guarding in-pr
 
 GZIP_EXPANSION_ESTIMATE = 5
 """Typical expansion of a gzipped export, to guess its JSON size for the choice above."""
+
+ZIP_EXPANSION_ESTIMATE = 4
+"""The same for a ZIP read as it arrives (its directory, with the declared sizes, comes last):
+generated and real exports expand ~4.4 times."""
 
 EXPLAIN_LIMIT_BYTES = 64 * 1024**2
 """How far the error path reads a top-level object to tell "no conversations key" from "empty
@@ -450,6 +459,7 @@ class ExportReader:
         yielded and reads the archive again once it is whole, so its outcome (result or error)
         is always the whole-file path's own."""
         walker = LocalHeaderWalker(raw, max_entries=self.limits.max_zip_entries)
+        self._start_scan(ExportKind.ZIP, (self.growing_total() or 0) * ZIP_EXPANSION_ESTIMATE)
         read: list[LocalEntry] = []
         last_key: MemberKey | None = None
         try:
@@ -462,16 +472,31 @@ class ExportReader:
                 if last_key is not None and key <= last_key:
                     raise NeedsWholeFile("conversation files out of order")
                 last_key = key
-                data = walker.open(entry)
+                if entry.sizes_known and exceeds_ratio(
+                    entry.file_size, entry.compress_size, self.limits.max_compression_ratio
+                ):
+                    raise NeedsWholeFile("declared expansion")  # the directory will say so too
                 index = len(read)
                 read.append(entry)
                 self.members = (*self.members, name)
                 self.current_member = name
                 spec = _Spec(name, _read_again, _read_again_opened)
-                opened = _Opened(data, walker.input.tell, data.compressed_read)
-                yield from self._read_stream(backend, spec, opened, index=index)
-                if not data.finished:
-                    raise NeedsWholeFile("member not read to its end")
+                if self._scan is not None and entry.sizes_known:
+                    # The helper inflates, checks and relays it (``scan``); this side passes
+                    # over its data, unless the helper stopped and it is read here after all.
+                    local = _LocalCopy(walker, entry)
+                    relayed = RelayedStream(self._scan, index, local.open)
+                    position = partial(_arriving_position, relayed, entry)
+                    yield from self._read_stream(
+                        backend, spec, _Opened(relayed, position), index=index
+                    )
+                    local.pass_over()
+                else:
+                    data = walker.open(entry)
+                    opened = _Opened(data, walker.input.tell, data.compressed_read)
+                    yield from self._read_stream(backend, spec, opened, index=index)
+                    if not data.finished:
+                        raise NeedsWholeFile("member not read to its end")
         except ExportError as error:
             raise NeedsWholeFile(type(error).__name__) from None
         self.current_member = None
@@ -494,6 +519,10 @@ class ExportReader:
                 if not _directory_matches(members, read):
                     raise NeedsWholeFile("central directory differs from the local headers")
         self.input_bytes_read = self._progress_total
+
+    def growing_total(self) -> int | None:
+        """The size the download declared (None when it declared none)."""
+        return self.growing.total if self.growing is not None else None
 
     def _wait_whole(self) -> None:
         """Waits until the download is done (the central directory is at the end)."""
@@ -693,6 +722,35 @@ class ExportReader:
                 "a single conversation rather than a whole export", member=spec.member
             )
         raise NotAnExport("a JSON object without a conversations list", member=spec.member)
+
+
+class _LocalCopy:
+    """A relayed member's data as this side would read it: opened only if the helper stopped
+    before the member's end (damage: reading on here meets it), else passed over."""
+
+    def __init__(self, walker: LocalHeaderWalker, entry: LocalEntry) -> None:
+        self._walker = walker
+        self._entry = entry
+        self._data: MemberData | None = None
+
+    def open(self) -> ByteSource:
+        if self._data is not None:
+            raise NeedsWholeFile("member must be read again")
+        self._data = self._walker.open(self._entry)
+        return self._data
+
+    def pass_over(self) -> None:
+        """After the member was read to its end: moves the walk past its data."""
+        if self._data is None:
+            self._walker.input.skip(self._entry.compress_size)  # checked by the helper
+        elif not self._data.finished:
+            raise NeedsWholeFile("member not read to its end")
+
+
+def _arriving_position(relayed: RelayedStream, entry: LocalEntry) -> int:
+    """Where in the archive reading a relayed member stands, estimated from its bytes."""
+    share = relayed.delivered / entry.file_size if entry.file_size else 1.0
+    return entry.data_offset + min(int(share * entry.compress_size), entry.compress_size)
 
 
 def _read_again() -> ByteSource:

@@ -146,15 +146,19 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_a_streamable_zip_yields_before_the_download_ends_exactly_the_whole_file(
-    tmp_path: Path, layout: str
+    tmp_path: Path, layout: str, helper: bool
 ) -> None:
     data = LAYOUTS[layout](tmp_path)
     expected = complete_read(tmp_path, data)
-    follow, early = follow_half(tmp_path, data)
+    follow, early = follow_half(tmp_path, data, helper=helper)
     assert early, "conversations come while half of the archive is still to arrive"
     assert not follow.growing.finished
+    # The helper follows the download: it guards every member, and relays those whose size
+    # is in the local header (a descriptor member is inflated here).
+    assert (follow.reader._scan is not None) is helper
     assert 0 < follow.reader.progress < 0.6
     assert early + finish(follow, data) == expected
     assert follow.reader.progress == 1.0
@@ -220,14 +224,16 @@ def test_a_directory_crc_that_differs_falls_back_and_the_whole_file_decides(
     assert isinstance(whole_file_outcome(tmp_path, patched), CorruptArchive)
 
 
-def test_a_local_crc_that_differs_falls_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
+def test_a_local_crc_that_differs_falls_back(tmp_path: Path, helper: bool) -> None:
     content = b"[" + b'{"title":"a","mapping":{}},' * 40 + b'{"mapping":{}}]'
     data = zip_of([("conversations.json", content)])
     crc = struct.pack("<I", zlib.crc32(content))
     wrong = struct.pack("<I", zlib.crc32(content) ^ 1)
     directory = data.index(b"PK\x01\x02")
     patched = data[:directory].replace(crc, wrong, 1) + data[directory:]
-    follow = Downloading(tmp_path / "export")
+    follow = Downloading(tmp_path / "export", helper=helper)
+    follow.growing.total_known(len(patched))  # with ``helper``, large enough for it
     follow.write(patched)
     follow.thread.start()
     assert isinstance(outcome(follow), NeedsWholeFile)
@@ -268,12 +274,14 @@ def test_too_many_entries_stop_the_walk_at_the_cap_before_the_download_ends(
     assert isinstance(whole_file_outcome(tmp_path, data, max_zip_entries=100), TooManyZipEntries)
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["guard-in-process", "scan-helper"])
 def test_a_bomb_in_a_conversation_member_stops_early_and_the_whole_file_refuses_it(
-    tmp_path: Path,
+    tmp_path: Path, helper: bool
 ) -> None:
     bomb = b"[" + b" " * 50_000_000 + b"]"
     data = zip_of([("conversations.json", bomb)])
-    follow = Downloading(tmp_path / "export")
+    follow = Downloading(tmp_path / "export", helper=helper)
+    follow.growing.total_known(len(data))  # with ``helper``, large enough for it
     follow.write(data)
     follow.thread.start()
     assert isinstance(outcome(follow), NeedsWholeFile)
