@@ -389,7 +389,7 @@ class ExportReader:
         if threshold is None or expected_bytes < threshold:
             return
         # Still downloading: the helper follows the download too (``scan``, "Following a
-        # download"). A ZIP is only scanned once whole.
+        # download"), a ZIP read as it arrives too (``_scan_arriving_zip``).
         growing = self.growing if self.growing is not None and not self.growing.finished else None
         job = ScanJob(
             path=self.path,

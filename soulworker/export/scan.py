@@ -41,7 +41,9 @@ finished>`` records as the download publishes; the helper reads no further than 
 and reports every read as ``SAFE`` before it waits for the next record, so the parser, which
 reads up to the newest bytes, never waits on the helper for bytes it could not have seen. When
 the download restarts, fails or the reader closes, the parent closes the helper's stdin: the
-helper ends as it does when its parent goes away. ZIP exports are only scanned once whole.
+helper ends as it does when its parent goes away. A ZIP read as it arrives is walked from its
+local headers with the reader's own code (``zip_stream``): the same conversation files, numbered
+alike; those whose size is in the local header are relayed, the others only guarded.
 
 The helper starts in ~30 ms; until it has got ahead, the parser's chunks are checked in-process
 (``RemoteGuard``), so start-up costs little. If the helper cannot be started, the reader uses
