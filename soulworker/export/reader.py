@@ -389,8 +389,15 @@ class ExportReader:
         if threshold is None or expected_bytes < threshold:
             return
         # Still downloading: the helper follows the download too (``scan``, "Following a
-        # download"), a ZIP read as it arrives too (``_scan_arriving_zip``).
-        growing = self.growing if self.growing is not None and not self.growing.finished else None
+        # download"), a ZIP read as it arrives too (``_scan_arriving_zip``; ``members`` None),
+        # even when the download has finished since the reader chose to read it so.
+        growing = self.growing
+        if (
+            growing is not None
+            and growing.finished
+            and not (kind is ExportKind.ZIP and members is None)
+        ):
+            growing = None
         job = ScanJob(
             path=self.path,
             kind=kind.value,
