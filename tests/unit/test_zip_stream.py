@@ -57,7 +57,9 @@ def generated(tmp_path: Path, form: ExportForm) -> bytes:
     return path.read_bytes()
 
 
-def with_descriptors(data: bytes, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+def with_descriptors(
+    data: bytes, method: int = zipfile.ZIP_DEFLATED, *, zip64: bool = False
+) -> bytes:
     """The same archive written to a stream zipfile cannot seek: flag bit 3 on every member,
     sizes and CRC-32 in a data descriptor after each member's data."""
     out = _NonSeekable()
@@ -68,7 +70,7 @@ def with_descriptors(data: bytes, method: int = zipfile.ZIP_DEFLATED) -> bytes:
         for info in source.infolist():
             copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
             copy.compress_type = method
-            with target.open(copy, "w") as member:
+            with target.open(copy, "w", force_zip64=zip64) as member:
                 member.write(source.read(info))
     return out.buffer.getvalue()
 
@@ -142,6 +144,10 @@ LAYOUTS = {
     "zip-folder": lambda tmp_path: generated(tmp_path, ExportForm.ZIP_FOLDER),
     "deflate-descriptors": lambda tmp_path: with_descriptors(
         generated(tmp_path, ExportForm.ZIP_SHARDS)
+    ),
+    # ZIP64: the local headers carry a ZIP64 field, the descriptors 8-byte sizes.
+    "deflate-descriptors-zip64": lambda tmp_path: with_descriptors(
+        generated(tmp_path, ExportForm.ZIP_SHARDS), zip64=True
     ),
 }
 
