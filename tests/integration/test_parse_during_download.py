@@ -6,8 +6,10 @@ result is exactly the sequential path's, or nothing is visible at all."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import logging
 import struct
 import uuid
 import zipfile
@@ -18,6 +20,7 @@ from typing import Any
 import httpx2
 import psycopg
 import pytest
+import structlog
 import tenacity
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
@@ -61,6 +64,22 @@ SAME_RESULT_KEYS = (
     "uncompressed_bytes",
     "persona_signals",
 )
+
+
+FALLBACK_EVENT = "reading the ZIP export once it is whole"
+"""What the parse stage logs when a ZIP read as it arrives must be read once whole."""
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[structlog.typing.EventDict]]:
+    """Every structlog event at any level, whatever level the session configured."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -214,9 +233,12 @@ async def test_following_the_download_gives_exactly_the_sequential_result(
     sequential, first = await import_through_storage(
         conn, store, settings, storage, tmp_path, path, follow=False
     )
-    following, second = await import_through_storage(
-        conn, store, settings, storage, tmp_path, path, follow=True
-    )
+    with captured_logs() as logs:
+        following, second = await import_through_storage(
+            conn, store, settings, storage, tmp_path, path, follow=True
+        )
+    # Every ZIP our generator writes (zipfile, sizes in the local headers) is read as it arrives.
+    assert not [log for log in logs if log["event"] == FALLBACK_EVENT]
     assert same_result(following) == same_result(sequential)
     assert following.result["chunks"] > 20
     expected = await chunk_rows(conn, first.id)
@@ -391,6 +413,9 @@ ZIP_LAYOUTS = {
 }
 
 
+STREAMING_LAYOUTS = {"deflate-descriptors"}
+
+
 @pytest.mark.parametrize("layout", list(ZIP_LAYOUTS))
 async def test_zip_layouts_give_the_sequential_result_whether_they_stream_or_not(
     conn: Conn,
@@ -410,9 +435,12 @@ async def test_zip_layouts_give_the_sequential_result_whether_they_stream_or_not
     sequential, first = await import_through_storage(
         conn, store, settings, storage, tmp_path, path, follow=False
     )
-    following, second = await import_through_storage(
-        conn, store, settings, storage, tmp_path, path, follow=True
-    )
+    with captured_logs() as logs:
+        following, second = await import_through_storage(
+            conn, store, settings, storage, tmp_path, path, follow=True
+        )
+    fallbacks = [log for log in logs if log["event"] == FALLBACK_EVENT]
+    assert len(fallbacks) == (0 if layout in STREAMING_LAYOUTS else 1), fallbacks
     assert same_result(following) == same_result(sequential)
     assert following.result["chunks"] > 20
     assert await chunk_rows(conn, second.id) == await chunk_rows(conn, first.id)
