@@ -466,7 +466,7 @@ class ExportReader:
         yielded and reads the archive again once it is whole, so its outcome (result or error)
         is always the whole-file path's own."""
         walker = LocalHeaderWalker(raw, max_entries=self.limits.max_zip_entries)
-        self._start_scan(ExportKind.ZIP, (self.growing_total() or 0) * ZIP_EXPANSION_ESTIMATE)
+        self._start_scan(ExportKind.ZIP, (self._declared_size() or 0) * ZIP_EXPANSION_ESTIMATE)
         read: list[LocalEntry] = []
         last_key: MemberKey | None = None
         try:
@@ -527,7 +527,7 @@ class ExportReader:
                     raise NeedsWholeFile("central directory differs from the local headers")
         self.input_bytes_read = self._progress_total
 
-    def growing_total(self) -> int | None:
+    def _declared_size(self) -> int | None:
         """The size the download declared (None when it declared none)."""
         return self.growing.total if self.growing is not None else None
 
