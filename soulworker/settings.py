@@ -494,9 +494,9 @@ class Settings:
     )
     parse_during_download: bool = _knob(
         "SOULWORKER_PARSE_DURING_DOWNLOAD", True,
-        "Parse the export while it downloads (JSON and gzip; a ZIP is read once whole): the "
-        "soulprint comes sooner by up to the download's time. Off: download, then parse, as "
-        "before (kept to compare both).",
+        "Parse the export while it downloads (JSON, gzip, and a ZIP whose layout allows it; "
+        "other ZIPs once whole): the soulprint comes sooner by up to the download's time. Off: "
+        "download, then parse, as before (kept to compare both).",
         _bool, default_text="on", group="pipeline",
     )
     artifact_retention_days: int = _knob(

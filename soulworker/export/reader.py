@@ -21,8 +21,10 @@ over, and reading goes on. Such a stream parses at ~30 MB/s instead of ~140.
 
 A file still being downloaded (``growing``, a ``growing_file.GrowingFile``): every read waits for
 bytes the download has not written yet, and the end of the file is only met once the download
-is finished; a restart or a failure of the download raises from the next read. A ZIP is read once
-it is whole (its central directory is at its end; docs/pipeline.md, "Parsing while the export
+is finished; a restart or a failure of the download raises from the next read. A ZIP is read from
+its local headers as it arrives when its layout allows (``zip_stream``), and checked against its
+central directory at the end; otherwise it raises ``NeedsWholeFile`` and the caller reads it again
+with ``stream_zip=False``, once it is whole (docs/pipeline.md, "Parsing while the export
 downloads").
 
 Nothing the reader yields is final until it is exhausted: a ZIP member's CRC is only checked at
@@ -112,11 +114,20 @@ from soulworker.export.sniff import (
 )
 from soulworker.export.zip_members import (
     DEFAULT_MAX_ZIP_ENTRIES,
+    ConversationMember,
+    MemberKey,
     check_central_directory,
     check_members,
     exceeds_ratio,
     find_conversation_members,
     keep_only,
+    member_key,
+)
+from soulworker.export.zip_stream import (
+    LocalEntry,
+    LocalHeaderWalker,
+    MemberData,
+    NeedsWholeFile,
 )
 from soulworker.growing_file import GrowingFile, GrowingReader
 from soulworker.settings import SettingsError
@@ -152,6 +163,10 @@ break-even ~10 MB: below it the helper's start-up costs more than guarding in-pr
 
 GZIP_EXPANSION_ESTIMATE = 5
 """Typical expansion of a gzipped export, to guess its JSON size for the choice above."""
+
+ZIP_EXPANSION_ESTIMATE = 4
+"""The same for a ZIP read as it arrives (its directory, with the declared sizes, comes last):
+generated and real exports expand ~4.4 times."""
 
 EXPLAIN_LIMIT_BYTES = 64 * 1024**2
 """How far the error path reads a top-level object to tell "no conversations key" from "empty
@@ -275,12 +290,16 @@ class ExportReader:
         limits: ExportLimits | None = None,
         interrupt: Callable[[], None] | None = None,
         growing: GrowingFile | None = None,
+        stream_zip: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         # A file still being downloaded (``growing_file``): every read of it waits for the bytes
         # the download has not written yet. None: the file is complete.
         self.growing = growing
         self._generation = growing.generation if growing is not None else 0
+        # A ZIP still downloading is read from its local headers as it arrives when its layout
+        # allows (``zip_stream``); False (after ``NeedsWholeFile``): only once it is whole.
+        self.stream_zip = stream_zip
         self.limits = limits or ExportLimits()
         # Called before every read of the export (each READ_SIZE bytes at most, whatever the
         # bytes hold); raising there stops the iteration, closing files and the helper.
@@ -370,8 +389,15 @@ class ExportReader:
         if threshold is None or expected_bytes < threshold:
             return
         # Still downloading: the helper follows the download too (``scan``, "Following a
-        # download"). A ZIP is only scanned once whole.
-        growing = self.growing if self.growing is not None and not self.growing.finished else None
+        # download"), a ZIP read as it arrives too (``_scan_arriving_zip``; ``members`` None),
+        # even when the download has finished since the reader chose to read it so.
+        growing = self.growing
+        if (
+            growing is not None
+            and growing.finished
+            and not (kind is ExportKind.ZIP and members is None)
+        ):
+            growing = None
         job = ScanJob(
             path=self.path,
             kind=kind.value,
@@ -411,17 +437,104 @@ class ExportReader:
         self, backend: Any, raw: io.BufferedReader | GrowingReader
     ) -> Iterator[dict[str, Any]]:
         """A ZIP's central directory is at its end, and the archive is read through it (every
-        hostile-upload check starts there): a ZIP still downloading is read once it is whole
-        (docs/pipeline.md, "Parsing while the export downloads", says which layouts could
-        stream and why they do not yet)."""
+        hostile-upload check starts there). A ZIP still downloading is read from its local
+        headers as it arrives (``_read_arriving_zip``) unless ``stream_zip`` is off, and then
+        once it is whole (docs/pipeline.md, "Parsing while the export downloads")."""
         if self.growing is None:
             assert isinstance(raw, io.BufferedReader)
             yield from self._read_zip(backend, raw)
+            return
+        if self.stream_zip and not self.growing.finished:
+            assert isinstance(raw, GrowingReader)
+            yield from self._read_arriving_zip(backend, raw)
             return
         self.growing.wait_finished(self._generation, self.interrupt)
         with open(self.path, "rb") as whole:
             self.input_bytes_total = self._progress_total = os.fstat(whole.fileno()).st_size
             yield from self._read_zip(backend, whole)
+
+    def _read_arriving_zip(self, backend: Any, raw: GrowingReader) -> Iterator[dict[str, Any]]:
+        """A ZIP read member by member from its local headers while it downloads
+        (``zip_stream``), then checked against its central directory once whole.
+
+        The conversation files are recognised by today's rules and must arrive in the order the
+        directory will give them (``member_key``); every check the whole-file path makes is
+        made on the directory at the end, by the same code, before anything is final, and the
+        directory must describe exactly the members read (offsets, names, methods, flags,
+        sizes, CRC-32). Anything this path cannot read or verify, including every error a
+        member's data meets here, raises ``NeedsWholeFile``: the caller discards what was
+        yielded and reads the archive again once it is whole, so its outcome (result or error)
+        is always the whole-file path's own."""
+        walker = LocalHeaderWalker(raw, max_entries=self.limits.max_zip_entries)
+        self._start_scan(ExportKind.ZIP, (self._declared_size() or 0) * ZIP_EXPANSION_ESTIMATE)
+        read: list[LocalEntry] = []
+        last_key: MemberKey | None = None
+        try:
+            while (entry := walker.next_entry()) is not None:
+                placed = None if entry.is_dir else member_key(entry.name)
+                if placed is None:
+                    walker.skip(entry)
+                    continue
+                key, name = placed
+                if last_key is not None and key <= last_key:
+                    raise NeedsWholeFile("conversation files out of order")
+                last_key = key
+                if entry.sizes_known and exceeds_ratio(
+                    entry.file_size, entry.compress_size, self.limits.max_compression_ratio
+                ):
+                    raise NeedsWholeFile("declared expansion")  # the directory will say so too
+                index = len(read)
+                read.append(entry)
+                self.members = (*self.members, name)
+                self.current_member = name
+                spec = _Spec(name, _read_again, _read_again_opened)
+                if self._scan is not None and entry.sizes_known:
+                    # The helper inflates, checks and relays it (``scan``); this side passes
+                    # over its data, unless the helper stopped and it is read here after all.
+                    local = _LocalCopy(walker, entry)
+                    relayed = RelayedStream(self._scan, index, local.open)
+                    position = partial(_arriving_position, relayed, entry)
+                    yield from self._read_stream(
+                        backend, spec, _Opened(relayed, position), index=index
+                    )
+                    local.pass_over()
+                else:
+                    data = walker.open(entry)
+                    opened = _Opened(data, walker.input.tell, data.compressed_read)
+                    yield from self._read_stream(backend, spec, opened, index=index)
+                    if not data.finished:
+                        raise NeedsWholeFile("member not read to its end")
+        except ExportError as error:
+            raise NeedsWholeFile(type(error).__name__) from None
+        self.current_member = None
+        self._wait_whole()
+        with open(self.path, "rb") as whole:
+            self.input_bytes_total = self._progress_total = os.fstat(whole.fileno()).st_size
+            check_central_directory(whole, max_entries=self.limits.max_zip_entries)
+            whole.seek(0)
+            try:
+                archive = zipfile.ZipFile(whole)
+            except (zipfile.BadZipFile, EOFError, ValueError) as error:
+                raise CorruptArchive() from error
+            with archive:
+                members = find_conversation_members(archive)
+                check_members(
+                    members,
+                    max_bytes=self.limits.max_export_bytes,
+                    max_ratio=self.limits.max_compression_ratio,
+                )
+                if not _directory_matches(members, read):
+                    raise NeedsWholeFile("central directory differs from the local headers")
+        self.input_bytes_read = self._progress_total
+
+    def _declared_size(self) -> int | None:
+        """The size the download declared (None when it declared none)."""
+        return self.growing.total if self.growing is not None else None
+
+    def _wait_whole(self) -> None:
+        """Waits until the download is done (the central directory is at the end)."""
+        assert self.growing is not None
+        self.growing.wait_finished(self._generation, self.interrupt)
 
     def _reopen_file(self) -> _Opened:
         file = self._open_file()
@@ -616,6 +729,67 @@ class ExportReader:
                 "a single conversation rather than a whole export", member=spec.member
             )
         raise NotAnExport("a JSON object without a conversations list", member=spec.member)
+
+
+class _LocalCopy:
+    """A relayed member's data as this side would read it: opened only if the helper stopped
+    before the member's end (damage: reading on here meets it), else passed over."""
+
+    def __init__(self, walker: LocalHeaderWalker, entry: LocalEntry) -> None:
+        self._walker = walker
+        self._entry = entry
+        self._data: MemberData | None = None
+
+    def open(self) -> ByteSource:
+        if self._data is not None:
+            raise NeedsWholeFile("member must be read again")
+        self._data = self._walker.open(self._entry)
+        return self._data
+
+    def pass_over(self) -> None:
+        """After the member was read to its end: moves the walk past its data."""
+        if self._data is None:
+            self._walker.input.skip(self._entry.compress_size)  # checked by the helper
+        elif not self._data.finished:
+            raise NeedsWholeFile("member not read to its end")
+
+
+def _arriving_position(relayed: RelayedStream, entry: LocalEntry) -> int:
+    """Where in the archive reading a relayed member stands, estimated from its bytes."""
+    share = relayed.delivered / entry.file_size if entry.file_size else 1.0
+    return entry.data_offset + min(int(share * entry.compress_size), entry.compress_size)
+
+
+def _read_again() -> ByteSource:
+    """A member read as it arrives is not read a second time (a number too large for the
+    parser, locating an error): the archive is read once whole instead."""
+    raise NeedsWholeFile("member must be read again")
+
+
+def _read_again_opened() -> _Opened:
+    raise NeedsWholeFile("member must be read again")
+
+
+def _directory_matches(members: list[ConversationMember], read: list[LocalEntry]) -> bool:
+    """Whether the central directory's conversation files are exactly the members read from
+    the local headers, in the same order, with the same name, place, method, flags, sizes and
+    CRC-32 (the whole-file path would then read exactly the same bytes)."""
+    if len(members) != len(read):
+        return False
+    for member, entry in zip(members, read, strict=True):
+        info = member.info
+        if (
+            info.header_offset != entry.offset
+            or info.filename != entry.name
+            or info.orig_filename != entry.name
+            or info.compress_type != entry.method
+            or info.flag_bits != entry.flags
+            or entry.crc != info.CRC
+            or info.compress_size != entry.compress_size
+            or info.file_size != entry.file_size
+        ):
+            return False
+    return True
 
 
 def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> ByteSource:

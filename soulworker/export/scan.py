@@ -41,7 +41,9 @@ finished>`` records as the download publishes; the helper reads no further than 
 and reports every read as ``SAFE`` before it waits for the next record, so the parser, which
 reads up to the newest bytes, never waits on the helper for bytes it could not have seen. When
 the download restarts, fails or the reader closes, the parent closes the helper's stdin: the
-helper ends as it does when its parent goes away. ZIP exports are only scanned once whole.
+helper ends as it does when its parent goes away. A ZIP read as it arrives is walked from its
+local headers with the reader's own code (``zip_stream``): the same conversation files, numbered
+alike; those whose size is in the local header are relayed, the others only guarded.
 
 The helper starts in ~30 ms; until it has got ahead, the parser's chunks are checked in-process
 (``RemoteGuard``), so start-up costs little. If the helper cannot be started, the reader uses
@@ -186,6 +188,14 @@ class _FollowedFile:
         self._position += len(data)
         return data
 
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        """Moves forward past bytes not needed (a ZIP member not read); the next read waits
+        until the download has written past ``offset``."""
+        if whence != os.SEEK_SET:
+            raise OSError("only absolute seeks")
+        self._position = self._file.seek(offset)
+        return self._position
+
     def close(self) -> None:
         self._file.close()
 
@@ -204,6 +214,8 @@ def run_scan(job: ScanJob, out: BinaryIO, control: BinaryIO | None = None) -> No
                 return body
 
             _scan_stream(job, 0, open_body, out)
+        elif job.kind == "zip":
+            _scan_arriving_zip(job, _FollowedFile(job.path, control), out)
         else:
             _scan_stream(job, 0, partial(_FollowedFile, job.path, control), out)
         return
@@ -228,14 +240,53 @@ def run_scan(job: ScanJob, out: BinaryIO, control: BinaryIO | None = None) -> No
             _scan_stream(job, 0, partial(_open_binary, job.path), out)
 
 
+def _scan_arriving_zip(job: ScanJob, followed: _FollowedFile, out: BinaryIO) -> None:
+    """A ZIP still downloading, walked from its local headers exactly as the reader walks it
+    (``zip_stream``; the same code, on the same bytes, so the streams are numbered alike): each
+    conversation file is guarded, and relayed when its size is in its local header (the reader
+    then skips its data; a member with a data descriptor the reader inflates itself, because
+    only inflating finds its end). Where this walk stops (a layout that cannot stream), the
+    reader's stops too."""
+    from soulworker.export.zip_members import member_key  # here: only these jobs need them
+    from soulworker.export.zip_stream import LocalHeaderWalker, NeedsWholeFile
+
+    walker = LocalHeaderWalker(followed, max_entries=sys.maxsize)  # the reader keeps the cap
+    index = 0
+    last_key = None
+    try:
+        while (entry := walker.next_entry()) is not None:
+            placed = None if entry.is_dir else member_key(entry.name)
+            if placed is None:
+                walker.skip(entry)
+                continue
+            if last_key is not None and placed[0] <= last_key:
+                return
+            last_key = placed[0]
+            opener = partial(walker.open, entry)
+            if not _scan_stream(job, index, opener, out, relay=entry.sizes_known):
+                return
+            index += 1
+    except NeedsWholeFile:
+        return
+
+
 def _open_binary(path: str) -> ByteSource:
     return open(path, "rb")
 
 
-def _scan_stream(job: ScanJob, index: int, opener: Callable[[], ByteSource], out: BinaryIO) -> bool:
-    """Guards one stream; returns whether the next stream should be scanned."""
+def _scan_stream(
+    job: ScanJob,
+    index: int,
+    opener: Callable[[], ByteSource],
+    out: BinaryIO,
+    *,
+    relay: bool | None = None,
+) -> bool:
+    """Guards one stream; returns whether the next stream should be scanned. ``relay``: whether
+    its bytes are sent too (by default, for the ``RELAYED_KINDS``)."""
     guard = StructureGuard(job.max_depth, job.max_key_bytes)
-    relay = job.kind in RELAYED_KINDS
+    if relay is None:
+        relay = job.kind in RELAYED_KINDS
     fed = reported = 0
     first = True
     try:

@@ -137,26 +137,38 @@ def keep_only(archive: zipfile.ZipFile, members: Sequence[ConversationMember]) -
     archive.NameToInfo = {info.filename: info for info in infos}
 
 
+MemberKey = tuple[int, str, int, int, str]
+"""Sorts conversation files into reading order (see the module docstring)."""
+
+
+def member_key(filename: str) -> tuple[MemberKey, str] | None:
+    """The reading-order key and normalised path of a conversation file named ``filename`` (as
+    ``zipfile`` decodes it), or ``None`` for any other entry (directories excepted by the
+    caller)."""
+    name = filename.replace("\\", "/")
+    parts = [part for part in name.split("/") if part]
+    if not parts or len(parts) > 2 or parts[0] == _MACOS_METADATA:
+        return None
+    base = parts[-1]
+    folder = parts[0] if len(parts) == 2 else ""
+    if base == _PLAIN:
+        return (1 if folder else 0, folder, 0, 0, name), "/".join(parts)
+    match = _SHARD.match(base)
+    if match is None:
+        return None
+    return (1 if folder else 0, folder, 1, int(match.group(1)), name), "/".join(parts)
+
+
 def find_conversation_members(archive: zipfile.ZipFile) -> list[ConversationMember]:
     """The conversation files of ``archive`` in reading order; raises ``NoConversationsFile``."""
-    found: list[tuple[tuple[int, str, int, int, str], ConversationMember]] = []
+    found: list[tuple[MemberKey, ConversationMember]] = []
     for info in archive.infolist():
         if info.is_dir():
             continue
-        name = info.filename.replace("\\", "/")
-        parts = [part for part in name.split("/") if part]
-        if not parts or len(parts) > 2 or parts[0] == _MACOS_METADATA:
-            continue
-        base = parts[-1]
-        folder = parts[0] if len(parts) == 2 else ""
-        if base == _PLAIN:
-            key = (1 if folder else 0, folder, 0, 0, name)
-        else:
-            match = _SHARD.match(base)
-            if match is None:
-                continue
-            key = (1 if folder else 0, folder, 1, int(match.group(1)), name)
-        found.append((key, ConversationMember(info, "/".join(parts))))
+        placed = member_key(info.filename)
+        if placed is not None:
+            key, name = placed
+            found.append((key, ConversationMember(info, name)))
     if not found:
         raise NoConversationsFile(_layout_hint(archive))
     found.sort(key=lambda pair: pair[0])

@@ -79,9 +79,11 @@ class ParsePass:
         limits: ExportLimits,
         job_started: datetime,
         growing: GrowingFile | None = None,
+        stream_zip: bool = True,
     ) -> None:
         self.export_path = export_path
         self.growing = growing  # the export while it still downloads (``growing_file``)
+        self.stream_zip = stream_zip  # a ZIP may be read as it arrives (``ExportReader``)
         self.limits = limits
         self.max_message_bytes = settings.max_message_bytes
         self.tier = ChunkTier(settings.chunk_tier)
@@ -119,6 +121,7 @@ class ParsePass:
                 limits=self.limits,
                 interrupt=channel.wait_for_room,
                 growing=self.growing,
+                stream_zip=self.stream_zip,
             ) as reader:
                 self._reader = reader
                 for raw in reader:

@@ -30,6 +30,7 @@ from typing import Any
 
 from soulworker.export.errors import EmptyExport
 from soulworker.export.reader import ExportLimits
+from soulworker.export.zip_stream import NeedsWholeFile
 from soulworker.growing_file import DownloadAbandoned
 from soulworker.logs import get_logger
 from soulworker.pipeline.chunk_writer import MAX_OPEN_SECONDS, ChunkWriter
@@ -75,11 +76,12 @@ class ParseStage:
             await self._parse(run, None)
             return
         growing = flight.growing
+        stream_zip = True
         try:
             while True:
                 generation = growing.generation
                 try:
-                    await self._parse(run, flight)
+                    await self._parse(run, flight, stream_zip=stream_zip)
                     return
                 except Exception as error:
                     # Whatever the parse met, the download's state decides what it means: bytes
@@ -94,6 +96,12 @@ class ParseStage:
                         continue
                     if growing.abandoned or isinstance(error, DownloadAbandoned):
                         await flight.result()
+                    if isinstance(error, NeedsWholeFile) and stream_zip:
+                        # A ZIP read as it arrived could not be read or verified that way: this
+                        # pass rolls back, and the archive is read once whole, as without it.
+                        log.info("reading the ZIP export once it is whole", reason=error.reason)
+                        stream_zip = False
+                        continue
                     # The parse's own failure (not an export, a hostile upload, a truncated
                     # file), maybe before the download ended: the download is stopped, and the
                     # job's stage moves on to the parse (if the parse had not reported yet) so
@@ -106,7 +114,9 @@ class ParseStage:
             await flight.stop()
             run.download = None
 
-    async def _parse(self, run: ImportRun, flight: DownloadInFlight | None) -> None:
+    async def _parse(
+        self, run: ImportRun, flight: DownloadInFlight | None, *, stream_zip: bool = True
+    ) -> None:
         """One pass over the export (following the download in flight, if any), committed."""
         started = time.monotonic()
         job = run.ctx.job
@@ -129,6 +139,7 @@ class ParseStage:
                     limits=limits,
                     job_started=run.job_started,
                     growing=flight.growing if flight is not None else None,
+                    stream_zip=stream_zip,
                 )
                 copy_seconds = min(MAX_OPEN_SECONDS, settings.statement_timeout_seconds / 4)
                 summary = await self._write_rows(parse, writer, progress, copy_seconds, flight)

@@ -6,8 +6,13 @@ result is exactly the sequential path's, or nothing is visible at all."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
+import struct
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ from typing import Any
 import httpx2
 import psycopg
 import pytest
+import structlog
 import tenacity
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
@@ -37,6 +43,7 @@ from soulworker.testing.storage_server import (
     DropConnection,
     StorageServer,
 )
+from tests.unit.test_zip_stream import with_descriptors
 
 pytestmark = pytest.mark.db
 
@@ -57,6 +64,22 @@ SAME_RESULT_KEYS = (
     "uncompressed_bytes",
     "persona_signals",
 )
+
+
+FALLBACK_EVENT = "reading the ZIP export once it is whole"
+"""What the parse stage logs when a ZIP read as it arrives must be read once whole."""
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[structlog.typing.EventDict]]:
+    """Every structlog event at any level, whatever level the session configured."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -188,7 +211,16 @@ def same_result(run: ImportRun) -> dict[str, Any]:
     return {key: run.result.get(key) for key in SAME_RESULT_KEYS}
 
 
-@pytest.mark.parametrize("form", [ExportForm.JSON, ExportForm.GZIP, ExportForm.ZIP_SHARDS])
+@pytest.mark.parametrize(
+    "form",
+    [
+        ExportForm.JSON,
+        ExportForm.GZIP,
+        ExportForm.ZIP_SHARDS,  # read from its local headers as it arrives
+        ExportForm.ZIP,
+        ExportForm.ZIP_FOLDER,
+    ],
+)
 async def test_following_the_download_gives_exactly_the_sequential_result(
     conn: Conn,
     store: JobStore,
@@ -201,9 +233,12 @@ async def test_following_the_download_gives_exactly_the_sequential_result(
     sequential, first = await import_through_storage(
         conn, store, settings, storage, tmp_path, path, follow=False
     )
-    following, second = await import_through_storage(
-        conn, store, settings, storage, tmp_path, path, follow=True
-    )
+    with captured_logs() as logs:
+        following, second = await import_through_storage(
+            conn, store, settings, storage, tmp_path, path, follow=True
+        )
+    # Every ZIP our generator writes (zipfile, sizes in the local headers) is read as it arrives.
+    assert not [log for log in logs if log["event"] == FALLBACK_EVENT]
     assert same_result(following) == same_result(sequential)
     assert following.result["chunks"] > 20
     expected = await chunk_rows(conn, first.id)
@@ -347,3 +382,94 @@ async def test_a_truncated_export_fails_as_the_parse_s_once_the_download_is_done
     assert row["stage"] == "parse", "the error history will name the parse"
     assert "parse" not in row["checkpoint"]
     assert await chunk_rows(conn, row["id"]) == []
+
+
+def _rewritten(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def reordered(data: bytes) -> bytes:
+    """The same archive with its conversation shards in reverse archive order."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        infos = source.infolist()
+        shards = [info for info in infos if info.filename.startswith("conversations-")]
+        assert len(shards) > 1
+        rest = [info for info in infos if info not in shards]
+        for info in [*rest, *reversed(shards)]:
+            target.writestr(info, source.read(info))
+    return out.getvalue()
+
+
+# Layouts of a ZIP export, from tests/unit/test_zip_stream.py: a data descriptor after each
+# deflated member (streams), after each stored member (cannot: read once whole), shards out of
+# the order they are read in (read once whole).
+ZIP_LAYOUTS = {
+    "deflate-descriptors": with_descriptors,
+    "stored-descriptors": lambda data: with_descriptors(data, zipfile.ZIP_STORED),
+    "shards-out-of-order": reordered,
+}
+
+
+STREAMING_LAYOUTS = {"deflate-descriptors"}
+
+
+@pytest.mark.parametrize("layout", list(ZIP_LAYOUTS))
+async def test_zip_layouts_give_the_sequential_result_whether_they_stream_or_not(
+    conn: Conn,
+    store: JobStore,
+    settings: Settings,
+    storage: StorageServer,
+    tmp_path: Path,
+    layout: str,
+) -> None:
+    source = tmp_path / "sharded.zip"
+    config = GeneratorConfig(
+        seed=4, target_bytes=3_000_000, form=ExportForm.ZIP_SHARDS, shard_bytes=500_000
+    )
+    write_export(source, config)
+    data = source.read_bytes()
+    path = _rewritten(tmp_path, f"{layout}.zip", ZIP_LAYOUTS[layout](data))
+    sequential, first = await import_through_storage(
+        conn, store, settings, storage, tmp_path, path, follow=False
+    )
+    with captured_logs() as logs:
+        following, second = await import_through_storage(
+            conn, store, settings, storage, tmp_path, path, follow=True
+        )
+    fallbacks = [log for log in logs if log["event"] == FALLBACK_EVENT]
+    assert len(fallbacks) == (0 if layout in STREAMING_LAYOUTS else 1), fallbacks
+    assert same_result(following) == same_result(sequential)
+    assert following.result["chunks"] > 20
+    assert await chunk_rows(conn, second.id) == await chunk_rows(conn, first.id)
+    assert await artifact_of(conn, second.id) == await artifact_of(conn, first.id)
+    assert following.result["download"]["attempts"] == 1, "a fallback downloads once"
+
+
+async def test_a_directory_disagreeing_with_the_local_headers_fails_as_sequentially(
+    conn: Conn, store: JobStore, settings: Settings, storage: StorageServer, tmp_path: Path
+) -> None:
+    data = export(tmp_path, ExportForm.ZIP_SHARDS).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo("conversations-000.json")
+    directory = data.index(b"PK\x01\x02")
+    crc = struct.pack("<I", info.CRC)
+    wrong = struct.pack("<I", info.CRC ^ 0xFFFF)
+    # The shard's CRC-32 in the central directory only: its local header keeps the right one.
+    patched = data[:directory] + data[directory:].replace(crc, wrong, 1)
+    assert patched != data
+    path = _rewritten(tmp_path, "crc.zip", patched)
+    errors = []
+    for follow in (False, True):
+        with pytest.raises(ExportError) as caught:
+            await import_through_storage(
+                conn, store, settings, storage, tmp_path, path, follow=follow
+            )
+        errors.append((caught.value.code, str(caught.value)))
+    assert errors[0] == errors[1]
+    assert errors[0][0] == "corrupt_archive"
+    cur = await conn.execute("select id from import_jobs")
+    for row in await cur.fetchall():
+        assert await chunk_rows(conn, row["id"]) == []

@@ -95,10 +95,25 @@ def test_conversations_come_before_the_download_ends_and_match_the_whole_file(
     assert first + follow.rest() == expected
 
 
-def test_a_zip_is_read_once_it_is_whole(tmp_path: Path) -> None:
+def test_a_zip_is_read_as_it_arrives(tmp_path: Path) -> None:
     data = generated(tmp_path, ExportForm.ZIP_SHARDS)
     expected = complete_read(tmp_path, data)
     follow = Downloading(tmp_path / "export")
+    follow.write(data[: len(data) - 100])
+    follow.thread.start()
+    first = follow.take(1)  # from the local headers: the directory has not arrived
+    assert not follow.growing.finished
+    follow.write(data[len(data) - 100 :])
+    follow.growing.finish(len(data))
+    assert first + follow.rest() == expected
+
+
+def test_a_zip_that_cannot_stream_is_read_once_it_is_whole(tmp_path: Path) -> None:
+    # What the parse does after ``NeedsWholeFile`` (tests/unit/test_zip_stream.py has which
+    # layouts say so): the archive is read through its central directory, at its very end.
+    data = generated(tmp_path, ExportForm.ZIP_SHARDS)
+    expected = complete_read(tmp_path, data)
+    follow = Downloading(tmp_path / "export", stream_zip=False)
     follow.write(data[: len(data) - 100])
     follow.thread.start()
     with pytest.raises(queue.Empty):
