@@ -59,6 +59,7 @@ from another thread.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -67,7 +68,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn, Protocol
+from typing import IO, Any, NoReturn, Protocol
 
 import ijson
 
@@ -510,19 +511,7 @@ class ExportReader:
         self._wait_whole()
         with open(self.path, "rb") as whole:
             self.input_bytes_total = self._progress_total = os.fstat(whole.fileno()).st_size
-            check_central_directory(whole, max_entries=self.limits.max_zip_entries)
-            whole.seek(0)
-            try:
-                archive = zipfile.ZipFile(whole)
-            except (zipfile.BadZipFile, EOFError, ValueError) as error:
-                raise CorruptArchive() from error
-            with archive:
-                members = find_conversation_members(archive)
-                check_members(
-                    members,
-                    max_bytes=self.limits.max_export_bytes,
-                    max_ratio=self.limits.max_compression_ratio,
-                )
+            with self._checked_archive(whole) as (_, members):
                 if not _directory_matches(members, read):
                     raise NeedsWholeFile("central directory differs from the local headers")
         self.input_bytes_read = self._progress_total
@@ -554,11 +543,17 @@ class ExportReader:
         body = gzip.GzipFile(fileobj=raw, mode="rb")
         yield from self._read_stream(backend, spec, _Opened(body, raw.tell, raw.tell), index=0)
 
-    def _read_zip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
-        check_central_directory(raw, max_entries=self.limits.max_zip_entries)
-        raw.seek(0)
+    @contextlib.contextmanager
+    def _checked_archive(
+        self, file: IO[bytes]
+    ) -> Iterator[tuple[zipfile.ZipFile, list[ConversationMember]]]:
+        """The archive and its conversation members, after every whole-file check in one order
+        (the entry cap before the directory is read, then the members' own): a ZIP read as it
+        arrived is verified by exactly the checks a ZIP read whole gets."""
+        check_central_directory(file, max_entries=self.limits.max_zip_entries)
+        file.seek(0)
         try:
-            archive = zipfile.ZipFile(raw)
+            archive = zipfile.ZipFile(file)
         except (zipfile.BadZipFile, EOFError, ValueError) as error:
             raise CorruptArchive() from error
         with archive:
@@ -568,6 +563,10 @@ class ExportReader:
                 max_bytes=self.limits.max_export_bytes,
                 max_ratio=self.limits.max_compression_ratio,
             )
+            yield archive, members
+
+    def _read_zip(self, backend: Any, raw: io.BufferedReader) -> Iterator[dict[str, Any]]:
+        with self._checked_archive(raw) as (archive, members):
             self.members = tuple(member.name for member in members)
             self._progress_total = sum(member.info.compress_size for member in members)
             positions = {id(info): number for number, info in enumerate(archive.infolist())}
