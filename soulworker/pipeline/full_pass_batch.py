@@ -71,7 +71,11 @@ def number_of(nonce: str, identifier: str) -> int | None:
     if not identifier.startswith(prefix):
         return None
     tail = identifier[len(prefix) :]
-    return int(tail) if tail.isdigit() else None
+    # ASCII digits only, and few of them: str.isdigit() also accepts "²", which int() refuses,
+    # and int() refuses more than 4,300 digits; a plan never has a billion batches.
+    if not (0 < len(tail) <= 9 and tail.isascii() and tail.isdigit()):
+        return None
+    return int(tail)
 
 
 def now() -> datetime.datetime:

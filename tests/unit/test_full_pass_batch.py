@@ -36,7 +36,17 @@ def test_custom_ids_are_valid_for_the_api_and_read_back() -> None:
 
 @pytest.mark.parametrize(
     "identifier",
-    ["fedcba9876543210-3", f"{NONCE}3", f"{NONCE}-", f"{NONCE}--3", f"{NONCE}-3a", "3", ""],
+    [
+        "fedcba9876543210-3",
+        f"{NONCE}3",
+        f"{NONCE}-",
+        f"{NONCE}--3",
+        f"{NONCE}-3a",
+        "3",
+        "",
+        f"{NONCE}-²",  # a digit to str.isdigit, not to int()
+        f"{NONCE}-" + "9" * 5000,  # past int()'s 4,300-digit limit
+    ],
 )
 def test_another_jobs_custom_id_is_not_ours(identifier: str) -> None:
     assert number_of(NONCE, identifier) is None
