@@ -499,6 +499,14 @@ class Settings:
         "download, then parse, as before (kept to compare both).",
         _bool, default_text="on", group="pipeline",
     )
+    download_process_min_bytes: int = _knob(
+        "SOULWORKER_DOWNLOAD_PROCESS_MIN_BYTES", 64 * MIB,
+        "While the parse follows the download, an export of this size or more moves to a "
+        "helper process once it is ready (~0.3 s; one request more), so that receiving it "
+        "does not take CPU from the parse. Smaller ones stay in the daemon, where the helper "
+        "would cost more than it saves.",
+        parse_size, default_text="64MiB", group="pipeline",
+    )
     artifact_retention_days: int = _knob(
         "SOULWORKER_ARTIFACT_RETENTION_DAYS", 30,
         "Days the working data of a failed or cancelled import (its conversation sample and "

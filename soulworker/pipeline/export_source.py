@@ -5,7 +5,8 @@ file; the pipeline picks the source for each job with its ``export_source_for``.
 
 * :class:`StorageExportSource`, the daemon's: the job's ``storage_path`` is validated
   (docs/contract.md), then the object is streamed from Supabase Storage with retries, resumes
-  and the disk check (:func:`~soulworker.storage.download.download_export`).
+  and the disk check (:func:`~soulworker.storage.download.download_export`); when a parse
+  follows the download, in a helper process (``storage.download_process``).
 * :class:`LocalFileExportSource`, ``soulworker import``'s: a file on this machine, copied with the
   same size limit, progress and errors (:func:`~soulworker.storage.local_file.copy_export`).
   The job's ``storage_path`` is then only a label.
@@ -32,6 +33,7 @@ from soulworker.storage.download import (
     StorageConfig,
     download_export,
 )
+from soulworker.storage.download_process import download_following
 from soulworker.storage.local_file import copy_export
 from soulworker.storage.path import parse_storage_path
 
@@ -81,6 +83,20 @@ class StorageExportSource:
             allowed_buckets=settings.storage_buckets,
             require_user_folder=settings.require_user_folder,
         )
+        if observer is not None:
+            # A parse follows this download: a large one moves to a helper process, so that
+            # its CPU does not take the parse's GIL (storage/download_process.py says why).
+            return await download_following(
+                self.config,
+                path,
+                destination,
+                max_bytes=settings.max_export_bytes,
+                progress=progress,
+                retry=retry,
+                client=self.http,
+                observer=observer,
+                process_min_bytes=settings.download_process_min_bytes,
+            )
         return await download_export(
             self.config,
             path,
@@ -89,7 +105,6 @@ class StorageExportSource:
             progress=progress,
             client=self.http,
             retry=retry,
-            observer=observer,
         )
 
 

@@ -244,6 +244,32 @@ class DownloadResult:
         return self.bytes_written / (1024 * 1024) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a download handed over (``HandOver``) stands, for whoever goes on with it: the
+    file holds the first ``offset`` bytes of the object that ``etag`` / ``last_modified``
+    name, and the counters of the requests made so far."""
+
+    offset: int
+    total: int | None
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    attempts: int
+    resumes: int
+    restarts: int
+
+
+class HandOver(Exception):
+    """Raised by a progress callback to stop the download where it is so that another
+    (a helper process, ``download_process``) can go on from there: ``download_export`` writes
+    out every byte received, sets ``resume`` and lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__("hand over")
+        self.resume: ResumePoint | None = None
+
+
 async def download_export(
     config: StorageConfig,
     path: StoragePath,
@@ -255,6 +281,7 @@ async def download_export(
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     disk_reserve_bytes: int = DISK_RESERVE_BYTES,
     observer: DownloadObserver | None = None,
+    resume_from: ResumePoint | None = None,
 ) -> DownloadResult:
     """Download ``path`` into ``destination`` (created 0600 or truncated; never a symlink).
 
@@ -265,7 +292,9 @@ async def download_export(
     made and closed here. ``retry`` bounds and paces retries (tests pass a fast one).
     ``disk_reserve_bytes`` is the free space that must remain once the export is written.
     ``observer`` is told each time bytes reach the file, the declared size, and a restart
-    (before the file is truncated), so a parse can follow the download.
+    (before the file is truncated), so a parse can follow the download. ``resume_from`` goes on
+    with a download another one handed over (``HandOver``): the file is kept up to its
+    ``offset`` and the next request asks for the rest with ``Range`` / ``If-Range``.
 
     Raises ``ExportNotFound``, ``StorageBucketNotFound``, ``StorageAuthFailed``,
     ``ExportTooLarge`` or ``StorageError`` (all permanent) as Storage's answer demands,
@@ -280,7 +309,7 @@ async def download_export(
     own_client = client is None
     http = client or httpx2.AsyncClient(timeout=config.timeout, follow_redirects=False)
     try:
-        async with _FileSink(destination, observer) as sink:
+        async with _FileSink(destination, observer, resume_from) as sink:
             run = _Download(
                 config=config,
                 path=path,
@@ -290,6 +319,7 @@ async def download_export(
                 progress=progress,
                 policy=retry,
                 disk_reserve_bytes=disk_reserve_bytes,
+                resume_from=resume_from,
             )
             return await run.run()
     except OSError as exc:
@@ -346,6 +376,7 @@ class _Download:
         progress: ProgressCallback | None,
         policy: RetryPolicy,
         disk_reserve_bytes: int,
+        resume_from: ResumePoint | None = None,
     ) -> None:
         self._config = config
         self._disk_reserve_bytes = disk_reserve_bytes
@@ -357,11 +388,23 @@ class _Download:
         self._progress = progress
         self._policy = policy
         self._state = _State()
+        if resume_from is not None:
+            self._state = _State(
+                total=resume_from.total,
+                etag=resume_from.etag,
+                last_modified=resume_from.last_modified,
+                content_type=resume_from.content_type,
+                attempts=resume_from.attempts,
+                resumes=resume_from.resumes,
+                restarts=resume_from.restarts,
+            )
 
     async def run(self) -> DownloadResult:
         started = time.monotonic()
         state = self._state
-        log.info("storage_download_started", storage_path=str(self._path))
+        log.info(
+            "storage_download_started", storage_path=str(self._path), offset=self._sink.written
+        )
         retrying = tenacity.AsyncRetrying(
             stop=self._should_stop,
             wait=self._wait,
@@ -374,6 +417,19 @@ class _Download:
             async for attempt in retrying:
                 with attempt:
                     await self._attempt_tracking_progress()
+        except HandOver as handover:
+            await self._sink.flush()
+            handover.resume = ResumePoint(
+                offset=self._sink.written,
+                total=state.total,
+                etag=state.etag,
+                last_modified=state.last_modified,
+                content_type=state.content_type,
+                attempts=state.attempts,
+                resumes=state.resumes,
+                restarts=state.restarts,
+            )
+            raise
         except _Retryable as exc:
             log.warning(
                 "storage_download_gave_up",
@@ -600,6 +656,20 @@ def check_disk_space(directory: Path, needed: int, reserve: int) -> None:
     )
 
 
+def open_destination(path: Path, *, keep: int = 0) -> IO[bytes]:
+    """The download's file, created 0600, never through a symlink, unbuffered, positioned to
+    write after its first ``keep`` bytes (anything past them is cut: 0 truncates it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    file = os.fdopen(os.open(path, flags | (os.O_TRUNC if keep == 0 else 0), 0o600), "wb", 0)
+    if keep:
+        if os.fstat(file.fileno()).st_size < keep:
+            file.close()
+            raise ValueError("the file is shorter than the download it should go on with")
+        file.truncate(keep)
+        file.seek(keep)
+    return file
+
+
 class _FileSink:
     """The destination file, written in batches by a worker thread while the next batch is
     being received (one write in flight at a time, so at most two batches are in memory).
@@ -609,9 +679,15 @@ class _FileSink:
     go back on a restart: they measure progress for the retry policy.
     """
 
-    def __init__(self, path: Path, observer: DownloadObserver | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        observer: DownloadObserver | None = None,
+        resume_from: ResumePoint | None = None,
+    ) -> None:
         self.path = path
         self._observer = observer
+        self._keep = 0 if resume_from is None else resume_from.offset
         self._file: IO[bytes] | None = None
         self._pending = bytearray()
         self._in_flight: asyncio.Future[None] | None = None
@@ -621,9 +697,8 @@ class _FileSink:
         self.last_write_at = time.monotonic()
 
     async def __aenter__(self) -> _FileSink:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o600)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._file = open_destination(self.path, keep=self._keep)
+        self.written = self.written_ever = self._keep
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -2,7 +2,8 @@
 an export that a throttled Storage is still sending, with the tests' 2-second lease. The
 download, the parse thread, the COPY and the heartbeats of both jobs all run together; neither
 job may lose its lease or be claimed twice, and both must end exactly as the sequential path
-ends them."""
+ends them. With the parse following, each download is handed over to a helper process (the
+threshold set to 1 byte here: these exports are smaller than the default's 64 MiB)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from tests.acceptance.pipeline_harness import ImportHarness
 
 pytestmark = pytest.mark.db
 
-RATE = 10 * 1024 * 1024
-"""Each 15 MB export takes ~1.5 s to arrive (two at once share nothing but the CPU)."""
+RATE = 6 * 1024 * 1024
+"""The 15 MB JSON export takes ~2.5 s to arrive, the gzip one (~4 MB) under a second; two at
+once share nothing but the CPU."""
 
 
 def test_two_jobs_parse_while_they_download_and_keep_their_leases(
@@ -42,6 +44,7 @@ def test_two_jobs_parse_while_they_download_and_keep_their_leases(
                 drain=True,
                 SOULWORKER_CONCURRENCY="2",
                 SOULWORKER_PARSE_DURING_DOWNLOAD=mode,
+                SOULWORKER_DOWNLOAD_PROCESS_MIN_BYTES="1",
                 SOULWORKER_LOOP_STALL_MONITOR="on",
             ).start()
             assert worker.wait(240) == 0, worker.output()[-3000:]
@@ -53,6 +56,14 @@ def test_two_jobs_parse_while_they_download_and_keep_their_leases(
         events = [json.loads(line) for line in output.splitlines() if line[:1] == "{"]
         trouble = [e["event"] for e in events if "lease" in e["event"] or "heartbeat" in e["event"]]
         assert trouble == [], trouble
+        handed_over = [e for e in events if e["event"] == "storage_download_handed_over"]
+        resumes = [job["result"]["download"]["resumes"] for job in jobs]
+        # Following: the JSON download went on in its helper once it was ready (0.3-0.8 s
+        # here; one resume), the small gzip one may have ended first; sequential: never
+        # (nothing competes with a download alone).
+        assert len(handed_over) == sum(resumes), resumes
+        assert resumes[0] == (1 if mode == "on" else 0), resumes
+        assert resumes[1] in ((0, 1) if mode == "on" else (0,)), resumes
         stalls = [e["max_stall_seconds"] for e in events if e["event"] == "event loop stall"]
         assert len(stalls) == 2 and max(stalls) < 1.0, stalls  # inside the 2 s lease
         results[mode] = [
