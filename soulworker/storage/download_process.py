@@ -308,12 +308,8 @@ class _HandOverWhenReady:
         is killed and reaped."""
         if self._starting is None or self._taken:
             return
-        starting, cancelled = self._starting, False
-        while not starting.done():
-            try:
-                await asyncio.shield(starting)
-            except asyncio.CancelledError:
-                cancelled = True
+        starting = self._starting
+        cancelled = await _wait_out(starting)
         if not starting.cancelled() and starting.exception() is None:
             process = starting.result()
             if process is not None:
@@ -431,15 +427,23 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
-    reaped = asyncio.ensure_future(process.wait())
+    if await _wait_out(asyncio.ensure_future(process.wait())):
+        raise asyncio.CancelledError
+
+
+async def _wait_out(future: asyncio.Future[Any]) -> bool:
+    """Waits until ``future`` is done, even through cancels of the waiting task (a helper
+    must never be left running unseen); returns whether a cancel arrived meanwhile, for the
+    caller to raise once it has cleaned up."""
     cancelled = False
-    while not reaped.done():
+    while not future.done():
         try:
-            await asyncio.shield(reaped)
+            await asyncio.shield(future)
         except asyncio.CancelledError:
             cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
+        except Exception:  # noqa: S110 - its outcome is the caller's to read
+            pass
+    return cancelled
 
 
 def _relay_log(event: dict[str, Any]) -> None:

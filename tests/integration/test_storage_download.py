@@ -22,7 +22,9 @@ from soulworker.storage.download import (
     DEFAULT_MAX_EXPORT_BYTES,
     DISK_RESERVE_BYTES,
     DownloadResult,
+    HandOver,
     ProgressCallback,
+    ResumePoint,
     RetryPolicy,
     StorageConfig,
     StorageConfigError,
@@ -688,3 +690,84 @@ async def test_an_export_larger_than_the_whole_disk_is_permanent(
     assert caught.value.permanent
     assert caught.value.code == "worker_disk_too_small"
     assert destination.stat().st_size == 0
+
+
+# -- stopping to hand over, and going on from a hand-over ------------------------------------
+
+
+async def test_a_hand_over_writes_out_what_arrived_and_says_where_it_stands(
+    server: StorageServer, export_file: Path, destination: Path, sleep: RecordingSleep
+) -> None:
+    async def progress(done: int, total: int | None) -> None:
+        if done >= 2 * 1024 * 1024:
+            raise HandOver()
+
+    with pytest.raises(HandOver) as caught:
+        await _download(server, destination, sleep, progress=progress)
+    point = caught.value.resume
+    assert point is not None
+    data = export_file.read_bytes()
+    assert point.offset >= 2 * 1024 * 1024
+    assert destination.read_bytes() == data[: point.offset]  # every byte received, written
+    assert (point.total, point.etag) == (EXPORT_BYTES, server.etag("imports", OBJECT))
+    assert (point.attempts, point.resumes, point.restarts) == (1, 0, 0)
+
+
+async def test_going_on_from_a_resume_point_asks_only_for_the_rest(
+    server: StorageServer, export_file: Path, destination: Path, sleep: RecordingSleep
+) -> None:
+    data = export_file.read_bytes()
+    offset = 1024 * 1024 + 3
+    # Bytes past the offset (a batch that was in flight) are cut before the rest is written.
+    destination.write_bytes(data[:offset] + b"junk past the resume point")
+    etag = server.etag("imports", OBJECT)
+    point = ResumePoint(offset, EXPORT_BYTES, etag, None, "application/zip", 1, 0, 0)
+
+    result = await download_export(
+        StorageConfig(base_url=server.url, service_key=FAKE_SERVICE_JWT),
+        _path(),
+        destination,
+        retry=_policy(sleep),
+        resume_from=point,
+    )
+
+    assert destination.read_bytes() == data
+    assert (result.attempts, result.resumes, result.restarts) == (2, 1, 0)
+    [request] = server.requests
+    assert (request.range, request.if_range) == (f"bytes={offset}-", etag)
+
+
+async def test_going_on_from_a_point_of_an_older_object_starts_over(
+    server: StorageServer, other_file: Path, destination: Path, sleep: RecordingSleep
+) -> None:
+    stale = b"x" * 4096
+    destination.write_bytes(stale)
+    point = ResumePoint(len(stale), EXPORT_BYTES, '"an-older-etag"', None, None, 1, 0, 0)
+    server.put_file("imports", OBJECT, other_file)
+
+    result = await download_export(
+        StorageConfig(base_url=server.url, service_key=FAKE_SERVICE_JWT),
+        _path(),
+        destination,
+        retry=_policy(sleep),
+        resume_from=point,
+    )
+
+    assert destination.read_bytes() == other_file.read_bytes()  # never stitched
+    assert result.restarts == 1
+
+
+async def test_going_on_from_a_point_past_the_file_s_end_is_refused(
+    server: StorageServer, destination: Path, sleep: RecordingSleep
+) -> None:
+    destination.write_bytes(b"short")
+    point = ResumePoint(1024, EXPORT_BYTES, '"e"', None, None, 1, 0, 0)
+    with pytest.raises(ValueError, match="shorter"):
+        await download_export(
+            StorageConfig(base_url=server.url, service_key=FAKE_SERVICE_JWT),
+            _path(),
+            destination,
+            retry=_policy(sleep),
+            resume_from=point,
+        )
+    assert server.requests == []
