@@ -40,7 +40,7 @@ import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
@@ -260,6 +260,10 @@ class ResumePoint:
     restarts: int
 
 
+_RESUME_CARRIES = tuple(f.name for f in fields(ResumePoint) if f.name != "offset")
+"""What a resume point takes from a download's state (all but the offset, the sink's)."""
+
+
 class HandOver(Exception):
     """Raised by a progress callback to stop the download where it is so that another
     (a helper process, ``download_process``) can go on from there: ``download_export`` writes
@@ -389,15 +393,8 @@ class _Download:
         self._policy = policy
         self._state = _State()
         if resume_from is not None:
-            self._state = _State(
-                total=resume_from.total,
-                etag=resume_from.etag,
-                last_modified=resume_from.last_modified,
-                content_type=resume_from.content_type,
-                attempts=resume_from.attempts,
-                resumes=resume_from.resumes,
-                restarts=resume_from.restarts,
-            )
+            carried = {name: getattr(resume_from, name) for name in _RESUME_CARRIES}
+            self._state = _State(**carried)
 
     async def run(self) -> DownloadResult:
         started = time.monotonic()
@@ -419,16 +416,8 @@ class _Download:
                     await self._attempt_tracking_progress()
         except HandOver as handover:
             await self._sink.flush()
-            handover.resume = ResumePoint(
-                offset=self._sink.written,
-                total=state.total,
-                etag=state.etag,
-                last_modified=state.last_modified,
-                content_type=state.content_type,
-                attempts=state.attempts,
-                resumes=state.resumes,
-                restarts=state.restarts,
-            )
+            carried = {name: getattr(state, name) for name in _RESUME_CARRIES}
+            handover.resume = ResumePoint(offset=self._sink.written, **carried)
             raise
         except _Retryable as exc:
             log.warning(
