@@ -1,5 +1,6 @@
 """What a start-up imports: a command that makes no model call never loads the model SDK,
-which takes ~1.5 s of every start (and of every worker process the tests start).
+which takes ~1.5 s of every start (and of every worker process the tests start), and only
+``soulworker doctor`` loads doctor's checks (~0.3 s).
 
 Each case runs the command in a fresh interpreter, the only place where ``sys.modules`` says
 what the command itself imported, and reads the modules it had loaded when it exited.
@@ -13,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from soulworker import doctor
+from soulworker.cli import doctor_command
 from soulworker.testing.storage_server import FAKE_SERVICE_JWT
 
 # Runs the command like `python -m soulworker ARGS`; at exit (argparse's --help exits too) it
@@ -28,6 +31,7 @@ RECORD_MODULES = (
 )
 
 MODEL_SDK = "anthropic"
+DOCTOR_CHECKS = "soulworker.doctor.checks"
 
 
 def loaded_modules(tmp_path: Path, args: list[str], **env: str) -> tuple[int, set[str], str]:
@@ -50,6 +54,7 @@ def test_help_loads_no_model_sdk(tmp_path: Path) -> None:
     code, modules, stderr = loaded_modules(tmp_path, ["--help"])
     assert code == 0, stderr
     assert MODEL_SDK not in modules
+    assert DOCTOR_CHECKS not in modules
 
 
 def test_import_of_a_missing_file_loads_no_model_sdk(tmp_path: Path) -> None:
@@ -57,6 +62,7 @@ def test_import_of_a_missing_file_loads_no_model_sdk(tmp_path: Path) -> None:
     assert code == 2, stderr
     assert stderr.strip() == f"soulworker: no such file: {tmp_path / 'missing.zip'}"
     assert MODEL_SDK not in modules
+    assert DOCTOR_CHECKS not in modules
 
 
 def test_the_daemon_with_the_model_stages_off_loads_no_model_sdk(
@@ -76,3 +82,16 @@ def test_the_daemon_with_the_model_stages_off_loads_no_model_sdk(
     assert code == 0, stderr[-3000:]
     assert "soulworker.pipeline.handler" in modules, "the pipeline was the handler"
     assert MODEL_SDK not in modules
+    assert DOCTOR_CHECKS not in modules
+
+
+def test_doctor_loads_its_checks(tmp_path: Path) -> None:
+    code, modules, stderr = loaded_modules(tmp_path, ["doctor", "--check", "ijson"])
+    assert code == 0, stderr
+    assert DOCTOR_CHECKS in modules
+
+
+def test_the_commands_copy_of_the_check_names_and_time_limit_is_doctors() -> None:
+    # The command names them without importing the checks (see soulworker.cli.doctor_command).
+    assert doctor_command.CHECK_NAMES == doctor.CHECK_NAMES
+    assert doctor_command.CHECK_TIMEOUT_SECONDS == doctor.CHECK_TIMEOUT_SECONDS
