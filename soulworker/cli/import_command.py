@@ -61,8 +61,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: the pipeline, rich and the model SDK take ~2 s to import, which every
-    # other command (and `soulworker --help`) would otherwise pay.
+    # Imported here: the pipeline and rich take ~0.4 s to import, which every other command
+    # (and `soulworker --help`) would otherwise pay.
     try:
         from soulworker.local.run import LocalImportError, LocalImportRequest, run_local_import
     except ModuleNotFoundError as exc:

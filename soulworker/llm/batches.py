@@ -24,11 +24,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import structlog
-from anthropic.types import Message
 
 from soulworker.llm.client import (
     ModelClient,
@@ -39,6 +37,9 @@ from soulworker.llm.client import (
 from soulworker.llm.errors import ModelError, model_error_from_api_error
 from soulworker.llm.schemas import OutputSchema
 from soulworker.llm.usage import CallUsage
+
+if TYPE_CHECKING:
+    from anthropic.types import Message
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,8 @@ class MessageBatches:
 
         Raises the ``ModelError`` of the failure; a ``ModelUnavailable`` among them does not
         say whether the batch was created."""
+        import anthropic  # loaded already: the client's SDK client is built with it
+
         if not requests:
             raise ValueError("a batch needs at least one request")
         for custom_id, _ in requests:

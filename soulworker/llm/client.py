@@ -58,11 +58,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import anthropic
 import structlog
-from anthropic.types import Message, OutputConfigParam, TextBlockParam
 from tenacity import RetryCallState
 
 from soulworker.llm.errors import (
@@ -78,6 +76,13 @@ from soulworker.llm.pricing import PriceTable
 from soulworker.llm.retry import RetryPolicy
 from soulworker.llm.schemas import OutputSchema
 from soulworker.llm.usage import CallUsage, UsageLedger
+
+if TYPE_CHECKING:
+    # The SDK itself is imported where a client is built or its errors are read: it takes
+    # ~1.5 s to import, which every start-up that needs no model (`soulworker --help`,
+    # `soulworker run` with the model stages off) would otherwise pay.
+    import anthropic
+    from anthropic.types import Message, OutputConfigParam, TextBlockParam
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -169,6 +174,8 @@ def _check_purpose(purpose: str) -> None:
 
 
 def _failure_outcome(exc: BaseException) -> str:
+    import anthropic
+
     if isinstance(exc, anthropic.APITimeoutError):
         return "timeout"
     if isinstance(exc, anthropic.APIConnectionError):
@@ -191,6 +198,8 @@ class _Shared:
 
     @classmethod
     def create(cls, config: ModelClientConfig) -> _Shared:
+        import anthropic
+
         timeout = anthropic.Timeout(
             config.request_timeout_seconds, connect=config.connect_timeout_seconds
         )
@@ -401,6 +410,8 @@ class ModelClient:
     ) -> tuple[T, int]:
         """``send(attempt number)``, sent again only after transport failures, as the retry
         policy says; ``(its result, requests made)``. SDK errors become ``ModelError``s."""
+        import anthropic
+
         results: list[T] = []
         failure: ModelError | None = None
         attempt_number = 0
@@ -421,6 +432,8 @@ class ModelClient:
     async def _send(self, request: StructuredRequest, attempt_number: int) -> _Sent:
         """One request. Every answered request is recorded in the ledger before anything judges
         it: it is billed whatever its answer is worth."""
+        import anthropic
+
         async with self._slot():
             started = time.monotonic()
             try:
@@ -464,6 +477,7 @@ class ModelClient:
         Free of charge and not recorded in the ledger. Retried like a call; raises the same
         errors as ``structured`` for auth, spend limit, bad request or an unavailable API.
         """
+        import anthropic
 
         async def count(_: int) -> int:
             async with self._slot():

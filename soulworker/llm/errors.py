@@ -29,11 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import anthropic
-
 from soulworker.errors import JobError, PermanentJobError, TransientJobError
+
+if TYPE_CHECKING:
+    # Imported by the functions that read SDK errors instead: the SDK takes ~1.5 s to import,
+    # and these classes are needed by every stage module, also with the model stages off.
+    # Where an SDK error is read, the SDK is loaded already, so importing it there is free.
+    import anthropic
 
 # Error codes (``error.details.error_code``) that mean "no more money may be spent". The SDK
 # maps them to their own classes too; matching the code keeps us right if a class moves.
@@ -234,6 +239,8 @@ def is_spend_limit_error(exc: BaseException) -> bool:
     by ``error.details.error_code``, by an error type or code naming billing/spend/credit, and
     by the "credit balance is too low" 400 that carries no code.
     """
+    import anthropic
+
     if isinstance(
         exc,
         anthropic.EnforcedSpendLimitReachedError
@@ -256,6 +263,8 @@ def is_spend_limit_error(exc: BaseException) -> bool:
 
 def is_prompt_too_long_error(exc: BaseException) -> bool:
     """True for a 413, or a 400 whose message says the prompt exceeds the context window."""
+    import anthropic
+
     if not isinstance(exc, anthropic.APIStatusError):
         return False
     if exc.status_code == 413:
@@ -271,6 +280,8 @@ def model_error_from_api_error(exc: anthropic.APIError, *, attempts: int) -> Mod
     result carries safe diagnostics only; raise it outside the ``except`` block (or
     ``from None``) so the SDK exception is not attached to it.
     """
+    import anthropic
+
     if is_spend_limit_error(exc):
         assert isinstance(exc, anthropic.APIStatusError)  # only status errors carry billing
         return ModelSpendLimit(

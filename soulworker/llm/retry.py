@@ -30,7 +30,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import anthropic
 from tenacity import AsyncRetrying, RetryCallState
 from tenacity.retry import retry_if_exception
 from tenacity.stop import stop_after_attempt, stop_before_delay
@@ -111,6 +110,8 @@ class RetryPolicy:
 
 def is_retryable_api_error(exc: BaseException) -> bool:
     """True for an SDK failure that another request may not hit (load, outage, network)."""
+    import anthropic  # loaded already wherever a model call fails (see llm.errors)
+
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
         return True
     if not isinstance(exc, anthropic.APIStatusError):
@@ -129,6 +130,8 @@ def retry_after_seconds(exc: BaseException | None, *, now: float | None = None) 
     HTTP date relative to ``now`` (``time.time()``). Negative or unparsable values give
     ``None``, as does an exception without a response.
     """
+    import anthropic  # loaded already wherever a model call fails (see llm.errors)
+
     if not isinstance(exc, anthropic.APIStatusError):
         return None
     headers = exc.response.headers
