@@ -121,7 +121,7 @@ class DownloadHelperFailed(TransientJobError):
     default_code = "download_helper_failed"
 
     def __init__(self, reason: str) -> None:
-        super().__init__("The download stopped unexpectedly; it will be tried again.")
+        super().__init__("The download stopped unexpectedly.")
         self.reason = reason
 
 
@@ -213,8 +213,10 @@ async def download_following(
     process_min_bytes: int = DOWNLOAD_PROCESS_MIN_BYTES,
     pause_for_helper: bool = False,
 ) -> DownloadResult:
-    """``download_export`` for a download a parse follows: same arguments, result and errors,
-    the observer and ``progress`` told the same things in the same order.
+    """``download_export`` for a download a parse follows: same arguments, result (one more
+    request when handed over) and errors; the observer and ``progress`` are told what they are
+    told in-process (the size once, bytes only ever growing, a restart before the truncation),
+    the helper's part reporting its offset once more as its response begins.
 
     It begins in this process at once. When a response declares ``process_min_bytes`` or more,
     a helper is started meanwhile; once it is ready, the download hands over at its next 1 MiB
@@ -292,13 +294,22 @@ class _HandOverWhenReady:
             return
         if self._pause and 0 < done < total:
             await asyncio.shield(self._starting)
-        if self._starting.done() and self._starting.result() is not None and done < total:
+        if done < total and self._ready() is not None:
             raise HandOver()
+
+    def _ready(self) -> asyncio.subprocess.Process | None:
+        """The helper, once it has started and said it is ready; ``None`` until then, or
+        when it failed to start (the download then stays in this process)."""
+        starting = self._starting
+        if starting is None or not starting.done() or starting.cancelled():
+            return None
+        if starting.exception() is not None:
+            return None
+        return starting.result()
 
     def take(self) -> asyncio.subprocess.Process:
         """The ready helper, now the caller's to reap."""
-        assert self._starting is not None
-        process = self._starting.result()
+        process = self._ready()
         assert process is not None
         self._taken = True
         return process

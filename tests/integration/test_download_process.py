@@ -228,6 +228,40 @@ async def test_a_small_export_never_starts_a_helper(
     assert not recorder.helpers_seen
 
 
+@pytest.mark.parametrize(
+    "helper_python",
+    [
+        pytest.param("/nonexistent/python3", id="cannot-start"),
+        pytest.param("/bin/true", id="never-ready"),
+    ],
+)
+async def test_a_helper_that_cannot_start_leaves_the_download_in_process(
+    server: StorageServer,
+    export_file: Path,
+    destination: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    helper_python: str,
+) -> None:
+    inline = Recorder(tmp_path / "inline.export")
+    expected = await _in_process(server, inline.destination, inline)
+    # The helper is started as ``sys.executable -m …``: a Python that is gone (a deploy that
+    # replaced the image under a running daemon) or a program that exits without a word.
+    monkeypatch.setattr(sys, "executable", helper_python)
+    recorder = Recorder(destination)
+
+    with structlog.testing.capture_logs() as logs:
+        result = await _following(server, destination, recorder)
+
+    assert destination.read_bytes() == export_file.read_bytes()
+    assert result == dataclasses.replace(expected, seconds=result.seconds)
+    assert recorder.events == inline.events
+    assert not recorder.helpers_seen
+    assert [e["event"] for e in logs if e["event"].startswith("download_helper")] == [
+        "download_helper_unavailable"
+    ]
+
+
 async def test_a_helper_still_starting_when_the_download_ends_is_reaped(
     server: StorageServer, export_file: Path, destination: Path
 ) -> None:
