@@ -13,7 +13,8 @@ The worker is killed once the job is ``quick_ready`` (the later stages are not m
 Reported, medians over ``--runs``: claim → quick_ready for both paths, the sequential path's
 download, parse and quick-pass seconds (from the job result), the target
 ``1.15 × max(download, parse) + quick pass`` (both from the sequential run of the same pair), the
-daemon's peak RSS (``VmHWM``) and the peak of its process tree (daemon + scan helper, sampled).
+daemon's peak RSS (``VmHWM``) and the peaks of its process tree (daemon, scan helper, download
+helper; sampled): summed RSS, and summed PSS, which counts a page shared between them once.
 
     python bench/parse_during_download.py [--sizes 1GB] [--forms json,zip-shards] [--runs 3]
 """
@@ -122,6 +123,7 @@ def one_job(
             "quick_pass_s": stages["quick_pass"],
             "peak_rss_mib": daemon_peak,
             "tree_peak_rss_mib": tree.peak_kib / 1024,
+            "tree_peak_pss_mib": tree.peak_pss_kib / 1024,
             "chunks": job["result"]["chunks"],
         }
 
@@ -184,6 +186,10 @@ def main() -> int:
                     "on_rss": median(following, "peak_rss_mib"),
                     "off_tree_rss": median(sequential, "tree_peak_rss_mib"),
                     "on_tree_rss": median(following, "tree_peak_rss_mib"),
+                    "off_tree_pss": median(sequential, "tree_peak_pss_mib"),
+                    "on_tree_pss": median(following, "tree_peak_pss_mib"),
+                    "on_tree_pss_max": max(run["tree_peak_pss_mib"] for run in following),
+                    "on_tree_rss_max": max(run["tree_peak_rss_mib"] for run in following),
                     "runs": args.runs,
                 }
                 row["ratio"] = round(row["on_s"] / row["off_s"], 2)
@@ -193,15 +199,18 @@ def main() -> int:
     print(
         "| export | download s | parse s | quick pass s | claim → quick_ready, sequential s | "
         "claim → quick_ready, parse during download s | on / off | target s | "
-        "peak RSS MiB off / on (daemon) | peak RSS MiB off / on (tree) |"
+        "peak RSS MiB off / on (daemon) | peak RSS MiB off / on (tree) | "
+        "peak PSS MiB off / on (tree) | highest tree sample MiB, RSS / PSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['export']} | {row['download_s']} | {row['parse_s']} | "
             f"{row['quick_pass_s']} | {row['off_s']} | **{row['on_s']}** | {row['ratio']} | "
             f"{row['target_s']} | {row['off_rss']:.0f} / {row['on_rss']:.0f} | "
-            f"{row['off_tree_rss']:.0f} / {row['on_tree_rss']:.0f} |"
+            f"{row['off_tree_rss']:.0f} / {row['on_tree_rss']:.0f} | "
+            f"{row['off_tree_pss']:.0f} / {row['on_tree_pss']:.0f} | "
+            f"{row['on_tree_rss_max']:.0f} / {row['on_tree_pss_max']:.0f} |"
         )
     return 0
 

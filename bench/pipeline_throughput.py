@@ -99,12 +99,16 @@ def bare_ijson_seconds(path: Path) -> tuple[float, int, int]:
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and its descendants."""
+    """Samples the summed RSS of a process and its descendants, and their summed PSS.
+
+    RSS counts a page shared by two processes (the interpreter, libraries) once in each; PSS
+    splits it between them, so the tree's PSS is what the machine spends on it."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
+        self.peak_pss_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -118,7 +122,9 @@ class TreeRss:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            rss_kib, pss_kib = _tree_memory_kib(self.pid)
+            self.peak_kib = max(self.peak_kib, rss_kib)
+            self.peak_pss_kib = max(self.peak_pss_kib, pss_kib)
             time.sleep(self.interval)
 
 
@@ -130,19 +136,26 @@ def _children(pid: int) -> list[int]:
     return [int(part) for part in text.split()]
 
 
-def _tree_rss_kib(pid: int) -> int:
-    total = 0
+def _tree_memory_kib(pid: int) -> tuple[int, int]:
+    """The summed RSS and PSS (KiB) of ``pid`` and its descendants."""
+    rss = pss = 0
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
         except OSError:
             continue
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        total += int(match.group(1)) if match else 0
+        rss += _kib(r"^VmRSS:\s+(\d+) kB", status)
+        pss += _kib(r"^Pss:\s+(\d+) kB", rollup)
         pending.extend(_children(current))
-    return total
+    return rss, pss
+
+
+def _kib(pattern: str, text: str) -> int:
+    match = re.search(pattern, text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
 
 
 def run_pipeline(export: Path, server_url: str, storage: StorageServer) -> dict[str, Any]:
