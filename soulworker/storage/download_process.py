@@ -301,9 +301,12 @@ class _HandOverWhenReady:
         """The helper, once it has started and said it is ready; ``None`` until then, or
         when it failed to start (the download then stays in this process)."""
         starting = self._starting
-        if starting is None or not starting.done() or starting.cancelled():
-            return None
-        if starting.exception() is not None:
+        if (
+            starting is None
+            or not starting.done()
+            or starting.cancelled()
+            or starting.exception() is not None
+        ):
             return None
         return starting.result()
 
@@ -321,10 +324,9 @@ class _HandOverWhenReady:
             return
         starting = self._starting
         cancelled = await _wait_out(starting)
-        if not starting.cancelled() and starting.exception() is None:
-            process = starting.result()
-            if process is not None:
-                await _reap(process)
+        process = self._ready()
+        if process is not None:
+            await _reap(process)
         if cancelled:
             raise asyncio.CancelledError
 
